@@ -1,0 +1,76 @@
+/* err: the project's error codes, one X-macro table, negative values, 0 = success.
+ *
+ * Every fallible function in mhsm returns 0 on success or a negative value:
+ * either one of the MH_E* codes below, or -errno for a failed system call
+ * (errno values are below 4096, our codes start at -10000, so they never collide).
+ * mh_strerror() names both kinds. Messages are fixed strings: they never carry
+ * caller data, so they can never leak a secret. The mapping to gRPC status codes
+ * lives in one table at the server's edge (node/), not here. */
+#ifndef MH_COMMON_ERR_H
+#define MH_COMMON_ERR_H
+
+#define MH_MUST_USE __attribute__((warn_unused_result))
+
+/* X(name, value, message) */
+#define MH_ERR_MAP(X)                                                                              \
+    X(MH_ENOMEM, -10001, "out of memory")                                                          \
+    X(MH_EINVAL, -10002, "invalid argument")                                                       \
+    X(MH_EOVERFLOW, -10003, "length arithmetic overflow")                                          \
+    X(MH_ETRUNC, -10004, "input truncated")                                                        \
+    X(MH_ETOOBIG, -10005, "input or output too large")                                             \
+    X(MH_ENOSPACE, -10006, "output buffer too small")                                              \
+    X(MH_EBASE64, -10007, "invalid base64url encoding")                                            \
+    X(MH_EJSON, -10008, "malformed JSON or wrong JSON type")                                       \
+    X(MH_ECRYPTO, -10009, "internal cryptographic library failure")                                \
+    X(MH_EUNSUPPORTED, -10010, "algorithm, key type, size or curve not supported")                 \
+    X(MH_EALGKEY, -10011, "algorithm does not fit the key type, size or curve")                    \
+    X(MH_EDIGESTLEN, -10012, "digest length does not match the algorithm")                         \
+    X(MH_EBADSIG, -10013, "signature verification failed")                                         \
+    X(MH_EDECRYPT, -10014, "decryption failed")                                                    \
+    X(MH_EBADKEY, -10015, "malformed or inconsistent key material")                                \
+    X(MH_EWEAKKEY, -10016, "key too weak: RSA keys must have at least 2048 bits")                  \
+    X(MH_ENOPRIVATE, -10017, "operation needs the private key, which this key does not hold")      \
+    X(MH_EIVLEN, -10018, "initialization vector has the wrong length")                             \
+    X(MH_EINPUTLEN, -10019, "input length not valid for the algorithm")                            \
+    X(MH_EAUTH, -10020, "authentication failed: tag or AAD mismatch")                              \
+    X(MH_ECERT, -10021, "malformed or unacceptable certificate")                                   \
+    X(MH_EPEM, -10022, "malformed PEM or DER, or wrong password")                                  \
+    X(MH_EJWE, -10023, "malformed or unsupported JWE")                                             \
+    X(MH_ESDFILE, -10024, "malformed security domain file")                                        \
+    X(MH_EQUORUM, -10025, "invalid certificate count or quorum")                                   \
+    X(MH_ENOKEYMATCH, -10026, "no share in the file is encrypted to the given keys")               \
+    X(MH_ESHARES, -10027, "not enough distinct shares to reach the quorum")                        \
+    X(MH_ENOTFOUND, -10028, "not found")                                                           \
+    X(MH_EEXIST, -10029, "already exists")                                                         \
+    X(MH_EUNIMPLEMENTED, -10030, "not implemented")
+
+enum mh_err {
+    MH_OK = 0,
+#define MH_ERR_ENUM_(name, value, msg) name = value,
+    MH_ERR_MAP(MH_ERR_ENUM_)
+#undef MH_ERR_ENUM_
+};
+
+/* mh_strerror names |err|: an MH_E* code, a -errno value, or 0. Never returns
+ * NULL; unknown values give "unknown error". Thread-safe (fixed strings only). */
+const char *mh_strerror(int err);
+
+/* mh_errname returns the symbolic name ("MH_EBADSIG", "ENOENT") of |err|, for logs
+ * and tests. Never NULL. */
+const char *mh_errname(int err);
+
+/* Guard macros for the straight-down happy path. */
+#define MH_TRY(expr)                                                                               \
+    do {                                                                                           \
+        int mh_try_rv_ = (expr);                                                                   \
+        if (mh_try_rv_ < 0)                                                                        \
+            return mh_try_rv_;                                                                     \
+    } while (0)
+
+#define MH_ENSURE(cond, err)                                                                       \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            return (err);                                                                          \
+    } while (0)
+
+#endif

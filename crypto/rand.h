@@ -1,0 +1,20 @@
+/* rand: random bytes from the OpenSSL DRBG (seeded from the kernel).
+ * Thread-safe. */
+#ifndef MH_CRYPTO_RAND_H
+#define MH_CRYPTO_RAND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "common/secret.h"
+
+/* mh_rand_bytes fills |n| bytes at |p| from the public DRBG (IVs, ids, nonces).
+ * MH_ECRYPTO if the DRBG fails (it never returns predictable bytes). */
+MH_MUST_USE int mh_rand_bytes(void *p, size_t n);
+
+/* mh_rand_secret makes a fresh secret of |n| bytes from the private DRBG
+ * (key material, the security-domain root secret). */
+MH_MUST_USE int mh_rand_secret(struct mh_secret *out, size_t n);
+
+#endif

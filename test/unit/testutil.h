@@ -1,0 +1,33 @@
+/* testutil: helpers shared by the unit tests: hex, temporary files, running the
+ * openssl command line for cross-checks. Test code only. */
+#ifndef MH_TEST_TESTUTIL_H
+#define MH_TEST_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/buf.h"
+
+/* Decodes the hex string |hex| (no separators) into |out|; aborts the test on
+ * bad input. Returns the number of bytes. */
+size_t tu_unhex(const char *hex, uint8_t *out, size_t cap);
+
+/* A fresh private directory for this test process (under $MH_TEST_TMPDIR or
+ * /tmp), removed at exit. The returned string is static. */
+const char *tu_tmpdir(void);
+
+/* Builds "<tmpdir>/<name>" into |out| (PATH_MAX). */
+void tu_path(char *out, size_t cap, const char *name);
+
+/* Writes / reads a whole file; abort the test on failure. */
+void tu_write_file(const char *path, const void *p, size_t len);
+void tu_read_file(const char *path, struct mh_buf *out);
+
+/* Runs |cmd| through /bin/sh with stdout+stderr to a log; returns its exit
+ * status (or -1). The command line is printed when it fails. */
+int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
