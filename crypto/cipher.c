@@ -260,8 +260,6 @@ static int gcm_encrypt(struct tctx *t, const EVP_CIPHER *cipher, const struct mh
                        const struct mh_cipher_params *in, const uint8_t *pt, size_t pt_len,
                        uint8_t *w, struct mh_cipher_result *res)
 {
-    if (in->iv_len > 0 || in->tag_len > 0)
-        return MH_EINVAL;
     MH_TRY(mh_rand_bytes(res->iv, MH_GCM_IV_LEN));
     MH_TRY(tctx_init(t, cipher, k->data, res->iv, 1));
     int n = 0;
@@ -287,10 +285,6 @@ static int gcm_decrypt(struct tctx *t, const EVP_CIPHER *cipher, const struct mh
                        const struct mh_cipher_params *in, const uint8_t *ct, size_t ct_len,
                        uint8_t *w)
 {
-    if (in->iv_len != MH_GCM_IV_LEN)
-        return MH_EIVLEN;
-    if (in->tag_len != MH_GCM_TAG_LEN)
-        return MH_EINVAL;
     MH_TRY(tctx_init(t, cipher, k->data, in->iv, 0));
     int n = 0;
     uint8_t fin[16];
@@ -387,11 +381,17 @@ static int cbc_decrypt(struct tctx *t, const EVP_CIPHER *cipher, const struct mh
     return 0;
 }
 
-/* Checks shared by AES encrypt and decrypt: IV, tag and AAD fit the mode. */
+/* IV, tag, AAD and length fit the mode and direction; checked before any
+ * output is allocated. */
 static int aes_check(enum aes_mode mode, const struct mh_cipher_params *in, size_t len, bool enc)
 {
-    if (mode == MODE_GCM)
-        return 0; /* GCM checks its IV and tag itself: they differ by direction */
+    if (mode == MODE_GCM && enc)
+        return in->iv_len > 0 || in->tag_len > 0 ? MH_EINVAL : 0;
+    if (mode == MODE_GCM) {
+        if (in->iv_len != MH_GCM_IV_LEN)
+            return MH_EIVLEN;
+        return in->tag_len != MH_GCM_TAG_LEN ? MH_EINVAL : 0;
+    }
     if (in->aad_len > 0 || in->tag_len > 0)
         return MH_EINVAL;
     if (in->iv_len != MH_CBC_IV_LEN)
