@@ -17,6 +17,10 @@
  * only a process-wide json_set_alloc_funcs with a wiping free can close that,
  * which is the server's decision, not this module's.
  *
+ * Cost: importing RSA runs OpenSSL's full key check, including primality
+ * tests of p and q (tens of milliseconds for RSA-4096): call the import
+ * functions from a worker thread, never from an event loop.
+ *
  * Thread safety: every function is thread-safe (no shared state besides the
  * handles of crypto/alg.h). */
 #ifndef MH_CRYPTO_JWK_H

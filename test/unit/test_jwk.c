@@ -707,8 +707,8 @@ static void test_malformed_text(void **state)
 /* Files written by the openssl command line. */
 struct pem_files {
     char rsa[4096], rsa_enc[4096], rsa_trad[4096], rsa_trad_enc[4096], rsa_der[4096],
-        rsa_enc_der[4096], rsa_pub_der[4096], rsa_pub_pem[4096], ec[4096], ec_trad[4096],
-        ec_pub_der[4096], cert[4096], weak[4096];
+        rsa_enc_der[4096], rsa_trad_der[4096], rsa_pub_der[4096], rsa_pub_pem[4096], ec[4096],
+        ec_trad[4096], ec_pub_der[4096], cert[4096], weak[4096];
 };
 
 static struct pem_files F;
@@ -723,6 +723,7 @@ static int make_pem_files(void **state)
     tu_path(F.rsa_der, sizeof F.rsa_der, "rsa.der");
     tu_path(F.rsa_enc_der, sizeof F.rsa_enc_der, "rsa_enc.der");
     tu_path(F.rsa_pub_der, sizeof F.rsa_pub_der, "rsa_pub.der");
+    tu_path(F.rsa_trad_der, sizeof F.rsa_trad_der, "rsa_trad.der");
     tu_path(F.rsa_pub_pem, sizeof F.rsa_pub_pem, "rsa_pub.pem");
     tu_path(F.ec, sizeof F.ec, "ec.pem");
     tu_path(F.ec_trad, sizeof F.ec_trad, "ec_trad.pem");
@@ -743,10 +744,11 @@ static int make_pem_files(void **state)
               "openssl ec -in '%s' -out '%s' && "
               "openssl pkey -in '%s' -pubout -outform DER -out '%s' && "
               "openssl req -x509 -new -key '%s' -subj /CN=t -days 1 -out '%s' && "
+              "openssl rsa -in '%s' -traditional -outform DER -out '%s' && "
               "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out '%s'",
               F.rsa, F.rsa, F.rsa_enc, F.rsa, F.rsa_enc_der, F.rsa, F.rsa_trad, F.rsa,
               F.rsa_trad_enc, F.rsa, F.rsa_der, F.rsa, F.rsa_pub_der, F.rsa, F.rsa_pub_pem, F.ec,
-              F.ec, F.ec_trad, F.ec, F.ec_pub_der, F.ec, F.cert, F.weak);
+              F.ec, F.ec_trad, F.ec, F.ec_pub_der, F.ec, F.cert, F.rsa, F.rsa_trad_der, F.weak);
     return rc == 0 ? 0 : -1;
 }
 
@@ -928,6 +930,14 @@ static void test_der_import(void **state)
     assert_int_equal(mh_der_import_private(der.data, der.len, NULL, &k), MH_EPEM);
     assert_int_equal(mh_der_import_private(der.data, der.len, "nope", &k), MH_EPEM);
     assert_null(k);
+    mh_buf_free(&der);
+
+    /* Traditional RSAPrivateKey DER. */
+    tu_read_file(F.rsa_trad_der, &der);
+    assert_int_equal(mh_der_import_private(der.data, der.len, NULL, &k), 0);
+    assert_pub_der_is(k, F.rsa_pub_der);
+    mh_key_free(k);
+    k = NULL;
     mh_buf_free(&der);
 
     /* A public key is not a private key. */
