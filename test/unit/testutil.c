@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,4 +110,92 @@ int tu_sh(const char *fmt, ...)
             fprintf(stderr, "(no log)\n");
     }
     return rc;
+}
+
+uint64_t tu_rng_next(struct tu_rng *r)
+{
+    /* xorshift64*: deterministic across runs and machines */
+    uint64_t x = r->s ? r->s : 0x9e3779b97f4a7c15ULL;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    r->s = x;
+    return x * 0x2545f4914f6cdd1dULL;
+}
+
+static size_t below(struct tu_rng *r, size_t n)
+{
+    return n == 0 ? 0 : (size_t)(tu_rng_next(r) % n);
+}
+
+void tu_mutate(struct tu_rng *r, const uint8_t *in, size_t len, struct mh_buf *out)
+{
+    static const uint8_t interesting[] = {0x00, 0x01, 0x7f, 0x80, 0xff, '"', '{', '}', '[',
+                                          ']',  ',',  ':',  '.',  '=',  '+', '/', '-', '_',
+                                          '\\', 'A',  '0',  ' ',  '\n'};
+    static const char *const splices[] = {"\"\"", "null", "[]", "{}", "1e999", "-1", "\"x\"",
+                                          "AAAA", "====", "..", "\\u0000", "true"};
+    out->len = 0;
+    assert_int_equal(mh_buf_append(out, in, len), 0);
+    int rounds = 1 + (int)below(r, 3);
+    for (int i = 0; i < rounds; i++) {
+        size_t n = out->len;
+        switch (below(r, 8)) {
+        case 0: /* flip a bit */
+            if (n > 0)
+                out->data[below(r, n)] ^= (uint8_t)(1u << below(r, 8));
+            break;
+        case 1: /* overwrite a byte */
+            if (n > 0)
+                out->data[below(r, n)] = interesting[below(r, sizeof interesting)];
+            break;
+        case 2: /* truncate */
+            mh_buf_truncate(out, below(r, n + 1));
+            break;
+        case 3: { /* delete a range */
+            if (n == 0)
+                break;
+            size_t at = below(r, n), cnt = 1 + below(r, n - at);
+            memmove(out->data + at, out->data + at + cnt, n - at - cnt);
+            out->len -= cnt;
+            break;
+        }
+        case 4: { /* insert an interesting byte */
+            uint8_t b = interesting[below(r, sizeof interesting)];
+            size_t at = below(r, n + 1);
+            assert_int_equal(mh_buf_append_u8(out, 0), 0);
+            memmove(out->data + at + 1, out->data + at, n - at);
+            out->data[at] = b;
+            break;
+        }
+        case 5: { /* duplicate a chunk at the end */
+            if (n == 0)
+                break;
+            size_t at = below(r, n), cnt = 1 + below(r, n - at < 64 ? n - at : 64);
+            uint8_t tmp[64];
+            memcpy(tmp, out->data + at, cnt);
+            assert_int_equal(mh_buf_append(out, tmp, cnt), 0);
+            break;
+        }
+        case 6: { /* splice a token in place of a range */
+            const char *t = splices[below(r, sizeof splices / sizeof splices[0])];
+            size_t tl = strlen(t), at = below(r, n + 1);
+            size_t cnt = at < n ? below(r, (n - at < 16 ? n - at : 16) + 1) : 0;
+            struct mh_buf tmp = {0};
+            assert_int_equal(mh_buf_append(&tmp, out->data, at), 0);
+            assert_int_equal(mh_buf_append(&tmp, t, tl), 0);
+            assert_int_equal(mh_buf_append(&tmp, out->data + at + cnt, n - at - cnt), 0);
+            out->len = 0;
+            assert_int_equal(mh_buf_append(out, tmp.data, tmp.len), 0);
+            mh_buf_free(&tmp);
+            break;
+        }
+        default: /* random byte */
+            if (n > 0)
+                out->data[below(r, n)] = (uint8_t)tu_rng_next(r);
+            break;
+        }
+    }
+    if (out->data != NULL)
+        out->data[out->len] = 0;
 }

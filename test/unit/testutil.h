@@ -31,3 +31,14 @@ void tu_read_file(const char *path, struct mh_buf *out);
 int tu_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif
+
+/* Deterministic input mutation for parser robustness tests (a poor man's
+ * fuzzer that runs everywhere, under ASan in CI). */
+struct tu_rng {
+    uint64_t s;
+};
+uint64_t tu_rng_next(struct tu_rng *r);
+/* Replaces |out| with a mutation of |in|: bit flips, byte overwrites with
+ * interesting values, truncation, insertion, deletion, chunk duplication, or
+ * a splice of base64url/JSON punctuation. The kind is drawn from |r|. */
+void tu_mutate(struct tu_rng *r, const uint8_t *in, size_t len, struct mh_buf *out);
