@@ -20,25 +20,6 @@
 /* RSA-4096 is the largest modulus crypto/key.h accepts. */
 #define RSA_MAX_MODULUS_BYTES 512
 
-/* OpenSSL's group names for the JWK curves; crypto/key.h keeps its own
- * table private, and "P-256K" is not a name OpenSSL knows. */
-static const char *ossl_group(enum mh_curve curve)
-{
-    switch (curve) {
-    case MH_CURVE_P256:
-        return "prime256v1";
-    case MH_CURVE_P256K:
-        return "secp256k1";
-    case MH_CURVE_P384:
-        return "secp384r1";
-    case MH_CURVE_P521:
-        return "secp521r1";
-    case MH_CURVE_NONE:
-    default:
-        return NULL;
-    }
-}
-
 /* ---------------------------------------------------------------- export */
 
 /* Adds |name| = base64url(|bn|) to |obj|, left-padded with zeros to |pad|
@@ -350,7 +331,7 @@ static int import_ec(const json_t *jwk, struct mh_key **out)
     /* A NUL inside the name would make the C-string lookup below see a prefix. */
     MH_ENSURE(strlen(crv) == crv_len, MH_EUNSUPPORTED);
     enum mh_curve curve = mh_curve_from_name(crv);
-    const char *group = ossl_group(curve);
+    const char *group = mh_curve_ossl_name(curve);
     MH_ENSURE(group != NULL, MH_EUNSUPPORTED);
     size_t flen = mh_curve_field_len(curve);
 

@@ -94,6 +94,12 @@ enum mh_curve mh_curve_from_name(const char *name)
     return MH_CURVE_NONE;
 }
 
+const char *mh_curve_ossl_name(enum mh_curve curve)
+{
+    int i = curve_index(curve);
+    return i < 0 ? NULL : CURVES[i].ossl;
+}
+
 size_t mh_curve_field_len(enum mh_curve curve)
 {
     int i = curve_index(curve);

@@ -53,6 +53,9 @@ const char *mh_kty_name(enum mh_kty kty);
 enum mh_kty mh_kty_from_name(const char *name);
 const char *mh_curve_name(enum mh_curve curve);
 enum mh_curve mh_curve_from_name(const char *name);
+/* OpenSSL's group name of |curve| ("prime256v1", "secp256k1", "secp384r1",
+ * "secp521r1"); NULL for NONE. */
+const char *mh_curve_ossl_name(enum mh_curve curve);
 /* Bytes of one coordinate / scalar of |curve| (32, 32, 48, 66); 0 for NONE. */
 size_t mh_curve_field_len(enum mh_curve curve);
 
