@@ -293,9 +293,12 @@ static int parse_header(const char *b64, size_t len, enum jwe_alg *alg)
     struct mh_buf raw = {0};
     if (len == 0 || len > mh_b64url_encoded_len(MH_JWE_MAX_HEADER))
         return MH_EJWE;
-    MH_TRY(mh_b64url_decode(b64, len, &raw));
+    json_t *h = NULL;
+    /* a failed decode may leave capacity behind: free |raw| on every path */
+    if ((rv = mh_b64url_decode(b64, len, &raw)) < 0)
+        goto err_after_h;
     json_error_t jerr;
-    json_t *h = json_loadb((const char *)raw.data, raw.len, JSON_REJECT_DUPLICATES, &jerr);
+    h = json_loadb((const char *)raw.data, raw.len, JSON_REJECT_DUPLICATES, &jerr);
     rv = MH_EJWE;
     if (h == NULL || !json_is_object(h))
         goto err_after_h;
