@@ -151,10 +151,12 @@ int mh_sd_build(const struct mh_sd_item *items, size_t n_items, const struct mh_
         goto err_after_shares;
     rv = MH_ENOMEM;
     json_t *root = json_object(), *sk = json_object(), *arr = json_array();
-    if (root == NULL || sk == NULL || arr == NULL || json_object_set_new(root, "EncData", enc) != 0) {
+    if (root == NULL || sk == NULL || arr == NULL) {
         json_decref(enc);
         goto err_after_root;
     }
+    if (json_object_set_new(root, "EncData", enc) != 0) /* consumes enc even on failure */
+        goto err_after_root;
     for (size_t i = 0; i < n_certs; i++) {
         struct mh_buf jwe = {0};
         json_t *e = json_object();
@@ -417,10 +419,12 @@ int mh_sd_restore_blob(const char *json, size_t len, const struct mh_sd_wrapping
     struct mh_buf jwe = {0};
     rv = MH_ENOMEM;
     json_t *root = json_object(), *wk = json_object();
-    if (root == NULL || wk == NULL || json_object_set_new(root, "EncData", enc) != 0) {
+    if (root == NULL || wk == NULL) {
         json_decref(enc);
         goto err_after_root;
     }
+    if (json_object_set_new(root, "EncData", enc) != 0) /* consumes enc even on failure */
+        goto err_after_root;
     if ((rv = mh_jwe_encrypt_rsa(mh_cert_pkey(exchange), master.data, master.len, &jwe)) < 0 ||
         (rv = set_str(wk, "enc_key", (const char *)jwe.data, jwe.len)) < 0 ||
         (rv = set_str(wk, "x5t_256", mh_cert_x5t_s256(exchange), MH_CERT_X5T_LEN)) < 0)
