@@ -195,8 +195,8 @@ static size_t rsa_max_pt(const struct mh_key *key, enum mh_alg alg)
     return k - 2 * mh_md_len((enum mh_md)mh_alg_digest(alg)) - 2;
 }
 
-static int rsa_encrypt(const struct mh_key *key, enum mh_alg alg, const uint8_t *pt,
-                       size_t pt_len, struct mh_buf *ct_out)
+static int rsa_encrypt(const struct mh_key *key, enum mh_alg alg, const uint8_t *pt, size_t pt_len,
+                       struct mh_buf *ct_out)
 {
     if (pt_len > rsa_max_pt(key, alg))
         return MH_EINPUTLEN;
@@ -226,8 +226,8 @@ err_after_pctx:
 /* Every failure after the context is set up is MH_EDECRYPT, whatever its
  * cause, and OpenSSL's reason is dropped from the error queue: the caller
  * must not learn which padding check failed. */
-static int rsa_decrypt(const struct mh_key *key, enum mh_alg alg, const uint8_t *ct,
-                       size_t ct_len, struct mh_secret *pt_out)
+static int rsa_decrypt(const struct mh_key *key, enum mh_alg alg, const uint8_t *ct, size_t ct_len,
+                       struct mh_secret *pt_out)
 {
     if (!mh_key_has_private(key))
         return MH_ENOPRIVATE;
@@ -266,8 +266,8 @@ static int gcm_encrypt(struct tctx *t, const EVP_CIPHER *cipher, const struct mh
     uint8_t fin[16];
     if (in->aad_len > 0 && EVP_EncryptUpdate(t->ctx, NULL, &n, in->aad, (int)in->aad_len) != 1)
         goto err;
-    if (pt_len > 0 && (EVP_EncryptUpdate(t->ctx, w, &n, pt, (int)pt_len) != 1 ||
-                       (size_t)n != pt_len))
+    if (pt_len > 0 &&
+        (EVP_EncryptUpdate(t->ctx, w, &n, pt, (int)pt_len) != 1 || (size_t)n != pt_len))
         goto err;
     if (EVP_EncryptFinal_ex(t->ctx, fin, &n) != 1 || n != 0 ||
         EVP_CIPHER_CTX_ctrl(t->ctx, EVP_CTRL_AEAD_GET_TAG, MH_GCM_TAG_LEN, res->tag) != 1)
@@ -293,8 +293,8 @@ static int gcm_decrypt(struct tctx *t, const EVP_CIPHER *cipher, const struct mh
         goto err_crypto;
     if (in->aad_len > 0 && EVP_DecryptUpdate(t->ctx, NULL, &n, in->aad, (int)in->aad_len) != 1)
         goto err_crypto;
-    if (ct_len > 0 && (EVP_DecryptUpdate(t->ctx, w, &n, ct, (int)ct_len) != 1 ||
-                       (size_t)n != ct_len))
+    if (ct_len > 0 &&
+        (EVP_DecryptUpdate(t->ctx, w, &n, ct, (int)ct_len) != 1 || (size_t)n != ct_len))
         goto err_crypto;
     if (EVP_DecryptFinal_ex(t->ctx, fin, &n) != 1) {
         ERR_clear_error();
@@ -340,8 +340,7 @@ static int cbc_encrypt(struct tctx *t, const EVP_CIPHER *cipher, const struct mh
     uint8_t last[16];
     if (EVP_CIPHER_CTX_set_padding(t->ctx, 0) != 1)
         goto err;
-    if (full > 0 &&
-        (EVP_EncryptUpdate(t->ctx, w, &n, pt, (int)full) != 1 || (size_t)n != full))
+    if (full > 0 && (EVP_EncryptUpdate(t->ctx, w, &n, pt, (int)full) != 1 || (size_t)n != full))
         goto err;
     if (mode == MODE_CBCPAD) {
         size_t rem = pt_len - full;
@@ -403,9 +402,9 @@ static int aes_check(enum aes_mode mode, const struct mh_cipher_params *in, size
     return 0;
 }
 
-static int aes_encrypt(const struct mh_key *key, enum mh_alg alg,
-                       const struct mh_cipher_params *in, const uint8_t *pt, size_t pt_len,
-                       struct mh_buf *ct_out, struct mh_cipher_result *res)
+static int aes_encrypt(const struct mh_key *key, enum mh_alg alg, const struct mh_cipher_params *in,
+                       const uint8_t *pt, size_t pt_len, struct mh_buf *ct_out,
+                       struct mh_cipher_result *res)
 {
     enum aes_mode mode = aes_mode_of(alg);
     MH_TRY(aes_check(mode, in, pt_len, true));
@@ -429,9 +428,8 @@ static int aes_encrypt(const struct mh_key *key, enum mh_alg alg,
     return rv;
 }
 
-static int aes_decrypt(const struct mh_key *key, enum mh_alg alg,
-                       const struct mh_cipher_params *in, const uint8_t *ct, size_t ct_len,
-                       struct mh_secret *pt_out)
+static int aes_decrypt(const struct mh_key *key, enum mh_alg alg, const struct mh_cipher_params *in,
+                       const uint8_t *ct, size_t ct_len, struct mh_secret *pt_out)
 {
     enum aes_mode mode = aes_mode_of(alg);
     MH_TRY(aes_check(mode, in, ct_len, false));
@@ -496,7 +494,8 @@ int mh_encrypt(const struct mh_key *key, enum mh_alg alg, const struct mh_cipher
 int mh_decrypt(const struct mh_key *key, enum mh_alg alg, const struct mh_cipher_params *in,
                const uint8_t *ct, size_t ct_len, struct mh_secret *pt_out)
 {
-    if (pt_out == NULL || (ct == NULL && ct_len > 0))
+    /* A non-empty |pt_out| would be overwritten and its secret leaked. */
+    if (pt_out == NULL || pt_out->data != NULL || (ct == NULL && ct_len > 0))
         return MH_EINVAL;
     MH_TRY(mh_alg_init());
     MH_TRY(check_key_alg(key, alg));

@@ -56,9 +56,9 @@
 /* Largest plaintext, ciphertext or AAD accepted, in bytes. */
 #define MH_CIPHER_MAX_INPUT ((size_t)16 * 1024 * 1024)
 
-#define MH_GCM_IV_LEN 12
+#define MH_GCM_IV_LEN  12
 #define MH_GCM_TAG_LEN 16
-#define MH_CBC_IV_LEN 16
+#define MH_CBC_IV_LEN  16
 
 /* Optional inputs of an operation; all borrowed. A field counts as given when
  * its length is non-zero (its pointer must then be non-NULL, else MH_EINVAL).
@@ -93,7 +93,8 @@ MH_MUST_USE int mh_encrypt(const struct mh_key *key, enum mh_alg alg,
                            struct mh_buf *ct_out, struct mh_cipher_result *res);
 
 /* mh_decrypt decrypts |ct_len| bytes at |ct| under |key| with |alg| into the
- * fresh secret |pt_out| (which must be empty; it stays empty on error).
+ * fresh secret |pt_out| (which must be empty, else MH_EINVAL; it stays empty
+ * on error).
  * GCM needs in->iv and in->tag (and in->aad if encryption had one); CBC and
  * CBCPAD need in->iv.
  * Errors: MH_EALGKEY, MH_ENOPRIVATE, MH_EINVAL, MH_EIVLEN, MH_EINPUTLEN,

@@ -97,7 +97,7 @@ int mh_wrap(const struct mh_key *kek, enum mh_alg alg, const uint8_t *key_bytes,
 int mh_unwrap(const struct mh_key *kek, enum mh_alg alg, const uint8_t *wrapped, size_t len,
               struct mh_secret *out)
 {
-    if (kek == NULL || out == NULL || (wrapped == NULL && len > 0))
+    if (kek == NULL || out == NULL || out->data != NULL || (wrapped == NULL && len > 0))
         return MH_EINVAL;
     MH_TRY(mh_alg_init());
     if (wrapped == NULL)

@@ -32,10 +32,10 @@
 MH_MUST_USE int mh_wrap(const struct mh_key *kek, enum mh_alg alg, const uint8_t *key_bytes,
                         size_t len, struct mh_buf *out);
 
-/* mh_unwrap reverses mh_wrap into the fresh secret |out| (which must be empty;
- * it stays empty on error). An AES integrity-check failure gives MH_EAUTH; any
- * RSA failure gives MH_EDECRYPT; an RSA KEK without its private part gives
- * MH_ENOPRIVATE. Other errors as for mh_wrap. */
+/* mh_unwrap reverses mh_wrap into the fresh secret |out| (which must be
+ * empty, else MH_EINVAL; it stays empty on error). An AES integrity-check
+ * failure gives MH_EAUTH; any RSA failure gives MH_EDECRYPT; an RSA KEK
+ * without its private part gives MH_ENOPRIVATE. Other errors as for mh_wrap. */
 MH_MUST_USE int mh_unwrap(const struct mh_key *kek, enum mh_alg alg, const uint8_t *wrapped,
                           size_t len, struct mh_secret *out);
 
