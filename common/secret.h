@@ -1,8 +1,10 @@
 /* secret: the one zeroizing buffer type for key material and plaintext.
  *
- * A secret's bytes live in their own anonymous pages that are mlock'ed (never
- * swapped, best effort: a failing mlock under RLIMIT_MEMLOCK is counted, not
- * fatal) and marked MADV_DONTDUMP (never in a core dump). mh_secret_free wipes
+ * A secret's bytes live in anonymous pages that are mlock'ed (never swapped,
+ * best effort: a failing mlock under RLIMIT_MEMLOCK is counted, not fatal)
+ * and marked MADV_DONTDUMP (never in a core dump). Secrets up to 2 KiB share
+ * such pages through size-class slabs (the hot path: one plaintext per
+ * decrypt); larger ones get pages of their own. mh_secret_free wipes
  * them with OPENSSL_cleanse before unmapping. Under AddressSanitizer the bytes
  * come from malloc instead, so ASan can see overflows; they are still wiped.
  *

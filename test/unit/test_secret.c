@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -72,6 +73,66 @@ static void test_pages_marked_dontdump(void **state)
 #endif
 }
 
+/* Many secrets of every size class at once: each keeps its own bytes, and a
+ * reused slot comes back zeroed. */
+static void test_many_sizes_independent(void **state)
+{
+    (void)state;
+    enum { N = 600 };
+    static struct mh_secret s[N];
+    for (size_t i = 0; i < N; i++) {
+        size_t len = 1 + (i * 37) % 5000;
+        assert_int_equal(mh_secret_alloc(&s[i], len), 0);
+        for (size_t j = 0; j < len; j++)
+            assert_int_equal(s[i].data[j], 0);
+        memset(s[i].data, (int)(i & 0xff), len);
+    }
+    for (size_t i = 0; i < N; i++)
+        for (size_t j = 0; j < s[i].len; j++)
+            assert_int_equal(s[i].data[j], (uint8_t)(i & 0xff));
+    for (size_t i = 0; i < N; i += 2)
+        mh_secret_free(&s[i]);
+    for (size_t i = 0; i < N; i += 2) {
+        assert_int_equal(mh_secret_alloc(&s[i], 1 + (i * 53) % 3000), 0);
+        for (size_t j = 0; j < s[i].len; j++)
+            assert_int_equal(s[i].data[j], 0);
+    }
+    for (size_t i = 0; i < N; i++)
+        mh_secret_free(&s[i]);
+}
+
+static void *churn(void *arg)
+{
+    uintptr_t seed = (uintptr_t)arg;
+    for (int i = 0; i < 20000; i++) {
+        struct mh_secret a = {0}, b = {0};
+        size_t la = 1 + (seed + (size_t)i) % 200, lb = 1 + (seed * 7 + (size_t)i) % 3000;
+        if (mh_secret_alloc(&a, la) != 0 || mh_secret_alloc(&b, lb) != 0)
+            return (void *)1;
+        memset(a.data, 0xa5, la);
+        memset(b.data, 0x5a, lb);
+        for (size_t j = 0; j < la; j++)
+            if (a.data[j] != 0xa5)
+                return (void *)1;
+        mh_secret_free(&a);
+        mh_secret_free(&b);
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    pthread_t t[4];
+    for (uintptr_t i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, churn, (void *)(i + 1)), 0);
+    for (int i = 0; i < 4; i++) {
+        void *rv;
+        assert_int_equal(pthread_join(t[i], &rv), 0);
+        assert_null(rv);
+    }
+}
+
 static void test_ct_eq(void **state)
 {
     (void)state;
@@ -105,6 +166,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alloc_dup_free),
         cmocka_unit_test(test_pages_marked_dontdump),
+        cmocka_unit_test(test_many_sizes_independent),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_ct_eq),
         cmocka_unit_test(test_process_harden),
     };
