@@ -196,8 +196,8 @@ err_after_ctx:
 
 /* Finds or makes this thread's context for (key, alg, op). The returned slot
  * stays valid until the next ctx_get or cache cleanup on this thread. */
-static int ctx_get(const struct mh_key *key, enum mh_alg alg, const struct alg_info *ai,
-                   enum op op, struct slot **out)
+static int ctx_get(const struct mh_key *key, enum mh_alg alg, const struct alg_info *ai, enum op op,
+                   struct slot **out)
 {
     struct cache *c;
     MH_TRY(cache_get(&c));

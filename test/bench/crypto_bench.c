@@ -39,14 +39,14 @@
 enum kind { K_SIGN, K_VERIFY, K_DECRYPT, K_GCM };
 
 struct op {
-    const char *name;   /* row label */
+    const char *name; /* row label */
     enum kind kind;
     enum mh_alg alg;
     struct mh_key *key;
     uint8_t digest[64];
     size_t digest_len;
-    struct mh_buf input; /* signature or ciphertext made at setup */
-    size_t pt_len;       /* GCM plaintext length */
+    struct mh_buf input;  /* signature or ciphertext made at setup */
+    size_t pt_len;        /* GCM plaintext length */
     const char *ref_name; /* openssl speed reference: which figure */
     double ref[MAX_THREADS + 1];
     double ours[MAX_THREADS + 1];
@@ -318,8 +318,11 @@ int main(int argc, char **argv)
     add_sig_ops("ES512 sign P-521", "ES512 verify P-521", p521, MH_ALG_ES512, "ecdsap521");
 
     struct op *dec = &ops[n_ops++];
-    *dec = (struct op){.name = "RSA-OAEP-256 decrypt RSA-2048", .kind = K_DECRYPT,
-                       .alg = MH_ALG_RSA_OAEP_256, .key = rsa2k, .ref_name = "rsa2048"};
+    *dec = (struct op){.name = "RSA-OAEP-256 decrypt RSA-2048",
+                       .kind = K_DECRYPT,
+                       .alg = MH_ALG_RSA_OAEP_256,
+                       .key = rsa2k,
+                       .ref_name = "rsa2048"};
     {
         struct mh_cipher_result res;
         uint8_t cek[32] = {0};
@@ -330,8 +333,12 @@ int main(int argc, char **argv)
     static const char *const gcm_names[] = {"A256GCM encrypt 32 B", "A256GCM encrypt 4 KiB"};
     for (size_t i = 0; i < 2; i++) {
         struct op *g = &ops[n_ops++];
-        *g = (struct op){.name = gcm_names[i], .kind = K_GCM, .alg = MH_ALG_A256GCM, .key = aes,
-                         .pt_len = gcm_sizes[i], .ref_name = "aes-256-gcm"};
+        *g = (struct op){.name = gcm_names[i],
+                         .kind = K_GCM,
+                         .alg = MH_ALG_A256GCM,
+                         .key = aes,
+                         .pt_len = gcm_sizes[i],
+                         .ref_name = "aes-256-gcm"};
     }
 
     double load0 = loadavg();
@@ -363,7 +370,8 @@ int main(int argc, char **argv)
                 struct op *o = &ops[i];
                 bool member = groups[g].ref == NULL
                                   ? o->ref_name == NULL
-                                  : o->ref_name != NULL && strcmp(o->ref_name, groups[g].ref) == 0 &&
+                                  : o->ref_name != NULL &&
+                                        strcmp(o->ref_name, groups[g].ref) == 0 &&
                                         (o->kind != K_GCM || o->pt_len == (size_t)groups[g].bytes);
                 if (!member || (filter != NULL && strstr(o->name, filter) == NULL))
                     continue;
@@ -380,11 +388,9 @@ int main(int argc, char **argv)
             if (o->ref_name == NULL)
                 continue;
             for (int t = 1; t <= MAX_THREADS; t++) {
-                int r = strncmp(o->ref_name, "rsa", 3) == 0 ? rsa_index(atol(o->ref_name + 3))
-                                                            : -1;
-                int e = strncmp(o->ref_name, "ecdsap", 6) == 0
-                            ? ec_index(atol(o->ref_name + 6))
-                            : -1;
+                int r = strncmp(o->ref_name, "rsa", 3) == 0 ? rsa_index(atol(o->ref_name + 3)) : -1;
+                int e =
+                    strncmp(o->ref_name, "ecdsap", 6) == 0 ? ec_index(atol(o->ref_name + 6)) : -1;
                 bool sign = o->kind == K_SIGN || o->kind == K_DECRYPT;
                 if (r >= 0)
                     o->ref[t] = sign ? sp.rsa_sign[r][t] : sp.rsa_verify[r][t];
@@ -408,19 +414,18 @@ int main(int argc, char **argv)
         if (filter != NULL && strstr(o->name, filter) == NULL)
             continue;
         for (int t = 1; t <= MAX_THREADS; t++) {
-            const char *ref = o->ref_name == NULL ? "none (no secp256k1 in speed)"
+            const char *ref = o->ref_name == NULL    ? "none (no secp256k1 in speed)"
                               : o->kind == K_DECRYPT ? "rsa2048 sign (same private op)"
                               : o->kind == K_GCM     ? "-aead -evp aes-256-gcm"
-                              : o->ref_name;
+                                                     : o->ref_name;
             if (o->ref[t] > 0)
-                printf("%-31s %3d %12.0f %13.0f %6.1f%%  %s\n", o->name, t, o->ours[t],
-                       o->ref[t], 100.0 * o->ours[t] / o->ref[t], ref);
+                printf("%-31s %3d %12.0f %13.0f %6.1f%%  %s\n", o->name, t, o->ours[t], o->ref[t],
+                       100.0 * o->ours[t] / o->ref[t], ref);
             else
                 printf("%-31s %3d %12.0f %13s %7s  %s\n", o->name, t, o->ours[t], "-", "-",
                        with_openssl ? ref : "");
-            json_array_append_new(rows, json_pack("{s:s, s:i, s:f, s:f}", "op", o->name,
-                                                  "threads", t, "ops", o->ours[t], "openssl",
-                                                  o->ref[t]));
+            json_array_append_new(rows, json_pack("{s:s, s:i, s:f, s:f}", "op", o->name, "threads",
+                                                  t, "ops", o->ours[t], "openssl", o->ref[t]));
         }
     }
     printf("load average (1 min) before/after: %.2f / %.2f on %ld CPUs\n", load0, load1,

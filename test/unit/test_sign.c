@@ -17,18 +17,15 @@
 
 /* Keys are generated once per program: RSA-4096 keygen is the slow part. */
 static const unsigned RSA_BITS[] = {2048, 3072, 4096};
-static const enum mh_curve CURVES[] = {MH_CURVE_P256, MH_CURVE_P256K, MH_CURVE_P384,
-                                       MH_CURVE_P521};
-static const enum mh_alg CURVE_ALG[] = {MH_ALG_ES256, MH_ALG_ES256K, MH_ALG_ES384,
-                                        MH_ALG_ES512};
+static const enum mh_curve CURVES[] = {MH_CURVE_P256, MH_CURVE_P256K, MH_CURVE_P384, MH_CURVE_P521};
+static const enum mh_alg CURVE_ALG[] = {MH_ALG_ES256, MH_ALG_ES256K, MH_ALG_ES384, MH_ALG_ES512};
 static const enum mh_alg RSA_ALGS[] = {MH_ALG_RS256, MH_ALG_RS384, MH_ALG_RS512,
                                        MH_ALG_PS256, MH_ALG_PS384, MH_ALG_PS512};
-static const enum mh_alg ALL_SIG_ALGS[] = {MH_ALG_RS256, MH_ALG_RS384, MH_ALG_RS512,
-                                           MH_ALG_PS256, MH_ALG_PS384, MH_ALG_PS512,
-                                           MH_ALG_ES256, MH_ALG_ES256K, MH_ALG_ES384,
-                                           MH_ALG_ES512};
-#define N_RSA 3
-#define N_EC 4
+static const enum mh_alg ALL_SIG_ALGS[] = {MH_ALG_RS256, MH_ALG_RS384, MH_ALG_RS512, MH_ALG_PS256,
+                                           MH_ALG_PS384, MH_ALG_PS512, MH_ALG_ES256, MH_ALG_ES256K,
+                                           MH_ALG_ES384, MH_ALG_ES512};
+#define N_RSA     3
+#define N_EC      4
 #define N_ALL_SIG (sizeof ALL_SIG_ALGS / sizeof ALL_SIG_ALGS[0])
 
 static struct mh_key *rsa_keys[N_RSA];
@@ -182,8 +179,7 @@ static void pkeyopts(enum mh_alg alg, const char *saltlen, char *out, size_t cap
     else if (is_ec(alg))
         n = snprintf(out, cap, "-pkeyopt digest:%s", md_name(alg));
     else
-        n = snprintf(out, cap, "-pkeyopt rsa_padding_mode:pkcs1 -pkeyopt digest:%s",
-                     md_name(alg));
+        n = snprintf(out, cap, "-pkeyopt rsa_padding_mode:pkcs1 -pkeyopt digest:%s", md_name(alg));
     assert_true(n > 0 && (size_t)n < cap);
 }
 
@@ -280,9 +276,10 @@ static void test_openssl_interop(void **state)
         } else {
             tu_write_file(sg, sig.data, sig.len);
         }
-        assert_int_equal(tu_sh("openssl pkeyutl -verify -pubin -inkey '%s' -in '%s' -sigfile '%s' %s",
-                               pub, dg, sg, opts),
-                         0);
+        assert_int_equal(
+            tu_sh("openssl pkeyutl -verify -pubin -inkey '%s' -in '%s' -sigfile '%s' %s", pub, dg,
+                  sg, opts),
+            0);
         /* and openssl rejects it over another digest (the check can fail) */
         d[0] ^= 0x80;
         tu_write_file(dg, d, dl);
@@ -297,7 +294,8 @@ static void test_openssl_interop(void **state)
 
         /* openssl signs, crypto/ verifies */
         assert_int_equal(
-            tu_sh("openssl pkeyutl -sign -inkey '%s' -in '%s' -out '%s' %s", priv, dg, sg, opts), 0);
+            tu_sh("openssl pkeyutl -sign -inkey '%s' -in '%s' -out '%s' %s", priv, dg, sg, opts),
+            0);
         struct mh_buf osig = {0};
         tu_read_file(sg, &osig);
         if (is_ec(c->alg)) {
@@ -318,8 +316,7 @@ static void test_openssl_interop(void **state)
                                        priv, dg, sg, opts),
                                  0);
                 tu_read_file(sg, &osig);
-                assert_int_equal(mh_verify(c->key, c->alg, d, dl, osig.data, osig.len),
-                                 MH_EBADSIG);
+                assert_int_equal(mh_verify(c->key, c->alg, d, dl, osig.data, osig.len), MH_EBADSIG);
                 mh_buf_free(&osig);
             }
         }
@@ -416,7 +413,8 @@ static void test_bad_signatures(void **state)
 
         /* the same signature under the sibling padding (RS <-> PS) is invalid */
         if (!is_ec(c->alg)) {
-            enum mh_alg sib = is_pss(c->alg) ? (enum mh_alg)(c->alg - 3) : (enum mh_alg)(c->alg + 3);
+            enum mh_alg sib =
+                is_pss(c->alg) ? (enum mh_alg)(c->alg - 3) : (enum mh_alg)(c->alg + 3);
             assert_int_equal(mh_verify(c->key, sib, d, dl, sig.data, sl), MH_EBADSIG);
         }
         mh_buf_free(&sig);
@@ -477,9 +475,14 @@ static void test_alg_key_fit(void **state)
             assert_int_equal(mh_sign(keys[k], alg, d, 5, &out), MH_EALGKEY);
             assert_int_equal(mh_verify(keys[k], alg, d, 5, sig, sl), MH_EALGKEY);
         }
-        const enum mh_alg non_sig[] = {MH_ALG_NONE,     MH_ALG_RSA1_5,  MH_ALG_RSA_OAEP,
-                                       MH_ALG_RSA_OAEP_256, MH_ALG_A256GCM, MH_ALG_A256KW,
-                                       MH_ALG_CKM_AES_KEY_WRAP_PAD, MH_ALG_COUNT_,
+        const enum mh_alg non_sig[] = {MH_ALG_NONE,
+                                       MH_ALG_RSA1_5,
+                                       MH_ALG_RSA_OAEP,
+                                       MH_ALG_RSA_OAEP_256,
+                                       MH_ALG_A256GCM,
+                                       MH_ALG_A256KW,
+                                       MH_ALG_CKM_AES_KEY_WRAP_PAD,
+                                       MH_ALG_COUNT_,
                                        (enum mh_alg)1000};
         for (size_t a = 0; a < sizeof non_sig / sizeof non_sig[0]; a++) {
             struct mh_buf out = {0};
@@ -516,8 +519,7 @@ static void test_cache_many_keys(void **state)
             assert_int_equal(mh_sign(keys[i], MH_ALG_ES256, d, 32, &sigs[i]), 0);
             assert_int_equal(mh_verify(keys[i], MH_ALG_ES256, d, 32, sigs[i].data, 64), 0);
             size_t o = (i + 1) % NK;
-            assert_int_equal(mh_verify(keys[o], MH_ALG_ES256, d, 32, sigs[i].data, 64),
-                             MH_EBADSIG);
+            assert_int_equal(mh_verify(keys[o], MH_ALG_ES256, d, 32, sigs[i].data, 64), MH_EBADSIG);
         }
         for (size_t i = 0; i < NK; i++)
             assert_int_equal(mh_verify(keys[i], MH_ALG_ES256, d, 32, sigs[i].data, 64), 0);
@@ -574,8 +576,7 @@ struct worker {
     struct mh_buf sigs[4]; /* one per algorithm below, checked by the main thread */
 };
 
-static const enum mh_alg THREAD_ALGS[4] = {MH_ALG_RS256, MH_ALG_PS256, MH_ALG_ES256,
-                                           MH_ALG_ES256K};
+static const enum mh_alg THREAD_ALGS[4] = {MH_ALG_RS256, MH_ALG_PS256, MH_ALG_ES256, MH_ALG_ES256K};
 static struct mh_key *thread_key(size_t a)
 {
     return a < 2 ? rsa_keys[0] : ec_keys[a - 2];
