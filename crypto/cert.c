@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -10,6 +11,7 @@
 
 #include "common/b64.h"
 #include "crypto/alg.h"
+#include "crypto/jwk.h"
 
 struct mh_cert {
     X509 *x509;
@@ -164,18 +166,6 @@ bool mh_cert_matches_key(const struct mh_cert *cert, const EVP_PKEY *priv)
     return cert != NULL && priv != NULL && EVP_PKEY_eq(cert->pkey, priv) == 1;
 }
 
-/* Hands OpenSSL the caller's password, or fails: never a terminal prompt. */
-static int password_cb(char *buf, int size, int rwflag, void *u)
-{
-    (void)rwflag;
-    const struct mh_secret *pw = u;
-    if (pw == NULL || size < 0 || pw->len > (size_t)size)
-        return -1;
-    if (pw->len > 0)
-        memcpy(buf, pw->data, pw->len);
-    return (int)pw->len;
-}
-
 int mh_cert_private_key_from_pem(const uint8_t *pem, size_t len, const struct mh_secret *password,
                                  EVP_PKEY **out)
 {
@@ -187,19 +177,17 @@ int mh_cert_private_key_from_pem(const uint8_t *pem, size_t len, const struct mh
     MH_TRY(read_pem_blocks(pem, len, NULL, NULL, NULL, &count));
     if (count != 1)
         return MH_EPEM;
-    BIO *bio = BIO_new_mem_buf(pem, (int)len);
-    if (bio == NULL)
-        return MH_ENOMEM;
-    EVP_PKEY *pk = PEM_read_bio_PrivateKey_ex(bio, NULL, password_cb, (void *)password, NULL, NULL);
-    BIO_free(bio);
-    ERR_clear_error();
-    if (pk == NULL)
-        return MH_EPEM;
+    EVP_PKEY *pk = NULL;
+    MH_TRY(mh_pem_decode_private(pem, len, password, &pk));
     int rv = 0;
+    BIGNUM *d = NULL;
     if (!EVP_PKEY_is_a(pk, "RSA"))
         rv = MH_EUNSUPPORTED;
+    else if (EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_RSA_D, &d) != 1)
+        rv = MH_EPEM; /* a public key where the custodian's private key belongs */
     else if (EVP_PKEY_get_bits(pk) < MH_CERT_MIN_RSA_BITS)
         rv = MH_EWEAKKEY;
+    BN_clear_free(d);
     if (rv < 0) {
         EVP_PKEY_free(pk);
         return rv;

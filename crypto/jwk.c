@@ -458,8 +458,12 @@ static bool only_whitespace(const uint8_t *p, size_t len)
     return true;
 }
 
-static int decode_private(const char *input_type, const uint8_t *p, size_t len,
-                          const char *password, struct mh_key **out)
+/* The one private-key decoder of the project: exactly one key of
+ * |input_type| ("PEM" or "DER"), never a passphrase prompt. |has_pw| tells
+ * whether |pw| (|pw_len| bytes, possibly empty) was given. No acceptance
+ * rules beyond "it decodes": callers apply their own. */
+static int decode_pkey(const char *input_type, const uint8_t *p, size_t len, bool has_pw,
+                       const uint8_t *pw, size_t pw_len, EVP_PKEY **out)
 {
     if (p == NULL || out == NULL)
         return MH_EINVAL;
@@ -473,9 +477,9 @@ static int decode_private(const char *input_type, const uint8_t *p, size_t len,
     if (dctx == NULL)
         return MH_ENOMEM;
     int rv = MH_ECRYPTO;
-    int ok = password != NULL ? OSSL_DECODER_CTX_set_passphrase(
-                                    dctx, (const unsigned char *)password, strlen(password))
-                              : OSSL_DECODER_CTX_set_passphrase_cb(dctx, no_passphrase, NULL);
+    static const unsigned char empty[1] = {0};
+    int ok = has_pw ? OSSL_DECODER_CTX_set_passphrase(dctx, pw_len > 0 ? pw : empty, pw_len)
+                    : OSSL_DECODER_CTX_set_passphrase_cb(dctx, no_passphrase, NULL);
     if (ok != 1)
         goto err_after_dctx;
     const unsigned char *rest = p;
@@ -487,17 +491,8 @@ static int decode_private(const char *input_type, const uint8_t *p, size_t len,
      * believes was imported too. PEM tolerates line-ending whitespace. */
     if (strcmp(input_type, "PEM") == 0 ? !only_whitespace(rest, rest_len) : rest_len != 0)
         goto err_after_pkey;
-    rv = mh_key_from_pkey(pkey, out);
-    if (rv < 0)
-        goto err_after_pkey;
-    pkey = NULL; /* owned by *out now */
-    if (!mh_key_has_private(*out)) {
-        mh_key_free(*out);
-        *out = NULL;
-        rv = MH_EPEM; /* a public key where a private one was asked for */
-        goto err_after_dctx;
-    }
     OSSL_DECODER_CTX_free(dctx);
+    *out = pkey;
     return 0;
 
 err_after_pkey:
@@ -506,6 +501,35 @@ err_after_dctx:
     OSSL_DECODER_CTX_free(dctx);
     ERR_clear_error();
     return rv;
+}
+
+static int decode_private(const char *input_type, const uint8_t *p, size_t len,
+                          const char *password, struct mh_key **out)
+{
+    if (out == NULL)
+        return MH_EINVAL;
+    EVP_PKEY *pkey = NULL;
+    MH_TRY(decode_pkey(input_type, p, len, password != NULL, (const uint8_t *)password,
+                       password != NULL ? strlen(password) : 0, &pkey));
+    int rv = mh_key_from_pkey(pkey, out);
+    if (rv < 0) {
+        EVP_PKEY_free(pkey);
+        ERR_clear_error();
+        return rv;
+    }
+    if (!mh_key_has_private(*out)) {
+        mh_key_free(*out);
+        *out = NULL;
+        return MH_EPEM; /* a public key where a private one was asked for */
+    }
+    return 0;
+}
+
+int mh_pem_decode_private(const uint8_t *pem, size_t len, const struct mh_secret *password,
+                          EVP_PKEY **out)
+{
+    return decode_pkey("PEM", pem, len, password != NULL, password != NULL ? password->data : NULL,
+                       password != NULL ? password->len : 0, out);
 }
 
 int mh_pem_import_private(const char *pem, size_t len, const char *password, struct mh_key **out)

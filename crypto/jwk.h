@@ -102,6 +102,16 @@ MH_MUST_USE int mh_jwk_import_private_json(const json_t *jwk, struct mh_key **ou
 MH_MUST_USE int mh_pem_import_private(const char *pem, size_t len, const char *password,
                                       struct mh_key **out);
 
+/* mh_pem_decode_private is the decoder under mh_pem_import_private, for
+ * callers with acceptance rules of their own (custodian keys of the security
+ * domain, crypto/cert.h): the same parsing (one key, trailing data refused,
+ * never a prompt; |password| NULL for none, a zero-length secret for the
+ * empty password) but none of key.h's rules, and the key may turn out to be
+ * public only: the caller checks. On success the caller owns *out
+ * (EVP_PKEY_free). Errors: MH_EINVAL, MH_ETOOBIG, MH_EPEM, MH_ENOMEM. */
+MH_MUST_USE int mh_pem_decode_private(const uint8_t *pem, size_t len,
+                                      const struct mh_secret *password, EVP_PKEY **out);
+
 /* mh_der_import_private is the DER twin: PKCS#8 PrivateKeyInfo, or
  * EncryptedPrivateKeyInfo with |password|, or a traditional RSAPrivateKey /
  * ECPrivateKey. No trailing bytes allowed. Errors as mh_pem_import_private. */

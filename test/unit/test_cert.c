@@ -31,7 +31,8 @@ static int setup(void **state)
     if (tu_sh("cd %s && openssl pkcs8 -topk8 -v2 aes-256-cbc -passout pass:pw -in r2048.key -out enc.key && "
               "openssl rsa -traditional -in r2048.key -out trad.key 2>/dev/null && "
               "openssl x509 -in r2048.pem -outform DER -out r2048.der && "
-              "openssl dgst -sha256 -binary -out r2048.sha r2048.der",
+              "openssl dgst -sha256 -binary -out r2048.sha r2048.der && "
+              "openssl pkey -in r2048.key -pubout -out r2048.pub",
               tu_tmpdir()) != 0)
         return -1;
     return 0;
@@ -98,8 +99,16 @@ static void test_rsa_cert(void **state)
     readf("r1024.key", &k);
     assert_int_equal(mh_cert_private_key_from_pem(k.data, k.len, NULL, &pk), MH_EWEAKKEY);
     mh_buf_free(&k);
-    /* certificate PEM is not a private key */
+    /* certificate PEM is not a private key, nor is a public key */
     assert_int_equal(mh_cert_private_key_from_pem(pem.data, pem.len, NULL, &pk), MH_EPEM);
+    readf("r2048.pub", &k);
+    assert_int_equal(mh_cert_private_key_from_pem(k.data, k.len, NULL, &pk), MH_EPEM);
+    /* a key followed by other text: refused, not half-read */
+    mh_buf_free(&k);
+    readf("r2048.key", &k);
+    assert_int_equal(mh_buf_append_str(&k, "trailing text\n"), 0);
+    assert_int_equal(mh_cert_private_key_from_pem(k.data, k.len, NULL, &pk), MH_EPEM);
+    mh_buf_free(&k);
 
     mh_cert_free(c);
     mh_buf_free(&pem);
