@@ -14,13 +14,6 @@ static void gen(const char *name, const char *newkey)
                      0);
 }
 
-static void readf(const char *name, struct mh_buf *b)
-{
-    char p[4096];
-    tu_path(p, sizeof p, name);
-    tu_read_file(p, b);
-}
-
 static int setup(void **state)
 {
     (void)state;
@@ -28,7 +21,8 @@ static int setup(void **state)
     gen("r1024", "rsa:1024");
     gen("ec", "ec -pkeyopt ec_paramgen_curve:P-256");
     /* the same RSA key, encrypted PKCS#8 and traditional forms */
-    if (tu_sh("cd %s && openssl pkcs8 -topk8 -v2 aes-256-cbc -passout pass:pw -in r2048.key -out enc.key && "
+    if (tu_sh("cd %s && openssl pkcs8 -topk8 -v2 aes-256-cbc -passout pass:pw -in r2048.key -out "
+              "enc.key && "
               "openssl rsa -traditional -in r2048.key -out trad.key 2>/dev/null && "
               "openssl x509 -in r2048.pem -outform DER -out r2048.der && "
               "openssl dgst -sha256 -binary -out r2048.sha r2048.der && "
@@ -42,9 +36,9 @@ static void test_rsa_cert(void **state)
 {
     (void)state;
     struct mh_buf pem = {0}, der = {0}, sha = {0}, want = {0};
-    readf("r2048.pem", &pem);
-    readf("r2048.der", &der);
-    readf("r2048.sha", &sha);
+    tu_read_tmp("r2048.pem", &pem);
+    tu_read_tmp("r2048.der", &der);
+    tu_read_tmp("r2048.sha", &sha);
     assert_int_equal(mh_b64url_encode(sha.data, sha.len, &want), 0);
     struct mh_cert *c = NULL, *c2 = NULL;
     assert_int_equal(mh_cert_from_pem(pem.data, pem.len, &c), 0);
@@ -68,17 +62,17 @@ static void test_rsa_cert(void **state)
     /* private key: plain, traditional, encrypted with and without password */
     struct mh_buf k = {0};
     EVP_PKEY *pk = NULL;
-    readf("r2048.key", &k);
+    tu_read_tmp("r2048.key", &k);
     assert_int_equal(mh_cert_private_key_from_pem(k.data, k.len, NULL, &pk), 0);
     assert_true(mh_cert_matches_key(c, pk));
     EVP_PKEY_free(pk);
     mh_buf_free(&k);
-    readf("trad.key", &k);
+    tu_read_tmp("trad.key", &k);
     assert_int_equal(mh_cert_private_key_from_pem(k.data, k.len, NULL, &pk), 0);
     assert_true(mh_cert_matches_key(c, pk));
     EVP_PKEY_free(pk);
     mh_buf_free(&k);
-    readf("enc.key", &k);
+    tu_read_tmp("enc.key", &k);
     assert_non_null(strstr((const char *)k.data, "ENCRYPTED PRIVATE KEY"));
     struct mh_secret pw = {0}, wrong = {0};
     assert_int_equal(mh_secret_dup(&pw, "pw", 2), 0);
@@ -93,19 +87,19 @@ static void test_rsa_cert(void **state)
     mh_buf_free(&k);
 
     /* a key that is not the certificate's */
-    readf("ec.key", &k);
+    tu_read_tmp("ec.key", &k);
     assert_int_equal(mh_cert_private_key_from_pem(k.data, k.len, NULL, &pk), MH_EUNSUPPORTED);
     mh_buf_free(&k);
-    readf("r1024.key", &k);
+    tu_read_tmp("r1024.key", &k);
     assert_int_equal(mh_cert_private_key_from_pem(k.data, k.len, NULL, &pk), MH_EWEAKKEY);
     mh_buf_free(&k);
     /* certificate PEM is not a private key, nor is a public key */
     assert_int_equal(mh_cert_private_key_from_pem(pem.data, pem.len, NULL, &pk), MH_EPEM);
-    readf("r2048.pub", &k);
+    tu_read_tmp("r2048.pub", &k);
     assert_int_equal(mh_cert_private_key_from_pem(k.data, k.len, NULL, &pk), MH_EPEM);
     /* a key followed by other text: refused, not half-read */
     mh_buf_free(&k);
-    readf("r2048.key", &k);
+    tu_read_tmp("r2048.key", &k);
     assert_int_equal(mh_buf_append_str(&k, "trailing text\n"), 0);
     assert_int_equal(mh_cert_private_key_from_pem(k.data, k.len, NULL, &pk), MH_EPEM);
     mh_buf_free(&k);
@@ -122,20 +116,20 @@ static void test_rejected_certs(void **state)
     (void)state;
     struct mh_buf pem = {0}, b = {0}, two = {0}, k = {0};
     struct mh_cert *c = NULL;
-    readf("r1024.pem", &b);
+    tu_read_tmp("r1024.pem", &b);
     assert_int_equal(mh_cert_from_pem(b.data, b.len, &c), MH_EWEAKKEY);
     mh_buf_free(&b);
-    readf("ec.pem", &b);
+    tu_read_tmp("ec.pem", &b);
     assert_int_equal(mh_cert_from_pem(b.data, b.len, &c), MH_ECERT);
     mh_buf_free(&b);
 
-    readf("r2048.pem", &pem);
+    tu_read_tmp("r2048.pem", &pem);
     /* two certificates; certificate followed by a key */
     assert_int_equal(mh_buf_append(&two, pem.data, pem.len), 0);
     assert_int_equal(mh_buf_append(&two, pem.data, pem.len), 0);
     assert_int_equal(mh_cert_from_pem(two.data, two.len, &c), MH_ECERT);
     mh_buf_free(&two);
-    readf("r2048.key", &k);
+    tu_read_tmp("r2048.key", &k);
     assert_int_equal(mh_buf_append(&two, pem.data, pem.len), 0);
     assert_int_equal(mh_buf_append(&two, k.data, k.len), 0);
     assert_int_equal(mh_cert_from_pem(two.data, two.len, &c), MH_ECERT);

@@ -11,15 +11,6 @@
 #include "crypto/cipher.h"
 #include "crypto/key.h"
 
-static struct mh_key *oct_key(const char *hex)
-{
-    uint8_t k[32];
-    size_t n = tu_unhex(hex, k, sizeof k);
-    struct mh_key *key = NULL;
-    assert_int_equal(mh_key_from_oct(k, n, &key), 0);
-    return key;
-}
-
 static struct mh_key *gen_oct(unsigned bits)
 {
     struct mh_key *key = NULL;
@@ -91,7 +82,7 @@ static void test_gcm_spec_vectors(void **state)
     (void)state;
     for (size_t v = 0; v < sizeof GCM_VECS / sizeof GCM_VECS[0]; v++) {
         const struct gcm_vec *g = &GCM_VECS[v];
-        struct mh_key *k = oct_key(g->key);
+        struct mh_key *k = tu_oct_key(g->key);
         enum mh_alg alg = alg_for_key(k, gcm_alg);
         uint8_t iv[12], pt[64], aad[20], ct[64], tag[16];
         size_t ivn = tu_unhex(g->iv, iv, sizeof iv);
@@ -257,7 +248,7 @@ static void test_cbc_sp800_38a(void **state)
     tu_unhex(SP_IV, iv, sizeof iv);
     tu_unhex(SP_PT, pt, sizeof pt);
     for (size_t v = 0; v < 3; v++) {
-        struct mh_key *k = oct_key(CBC_VECS[v].key);
+        struct mh_key *k = tu_oct_key(CBC_VECS[v].key);
         enum mh_alg alg = alg_for_key(k, cbc_alg);
         tu_unhex(CBC_VECS[v].ct, ct, sizeof ct);
         struct mh_cipher_params in = {iv, 16, NULL, 0, NULL, 0};
@@ -313,7 +304,7 @@ static void test_cbcpad_roundtrip_and_openssl(void **state)
     tu_path(ptf, sizeof ptf, "cbc.pt");
     tu_path(ctf, sizeof ctf, "cbc.ct");
     for (size_t b = 0; b < 3; b++) {
-        struct mh_key *k = oct_key(keys[b]);
+        struct mh_key *k = tu_oct_key(keys[b]);
         enum mh_alg alg = cbcpad_alg(AES_BITS[b]);
         struct mh_cipher_params in = {iv, 16, NULL, 0, NULL, 0};
         for (size_t n = 0; n <= 33; n++) {

@@ -19,13 +19,6 @@ static struct mh_sd_wrapping_key wk[NK];
 static struct mh_secret root_secret, extra;
 static struct mh_sd_item items[2];
 
-static void readf(const char *name, struct mh_buf *b)
-{
-    char p[4096];
-    tu_path(p, sizeof p, name);
-    tu_read_file(p, b);
-}
-
 static int setup(void **state)
 {
     (void)state;
@@ -37,12 +30,12 @@ static int setup(void **state)
         char name[32];
         struct mh_buf b = {0};
         snprintf(name, sizeof name, "c%d.pem", i);
-        readf(name, &b);
+        tu_read_tmp(name, &b);
         if (mh_cert_from_pem(b.data, b.len, &certs[i]) != 0)
             return -1;
         mh_buf_free(&b);
         snprintf(name, sizeof name, "c%d.key", i);
-        readf(name, &b);
+        tu_read_tmp(name, &b);
         if (mh_cert_private_key_from_pem(b.data, b.len, NULL, &keys[i]) != 0)
             return -1;
         mh_buf_free(&b);
@@ -117,7 +110,8 @@ static void test_format(void **state)
     /* member order as the format shows it */
     assert_true(strncmp(s, "{\"EncData\":{\"data\":[{\"compact_jwe\":\"", 36) == 0);
     assert_non_null(strstr(s, "\",\"tag\":\"sd-root\"},{\"compact_jwe\":\""));
-    assert_non_null(strstr(s, "\",\"tag\":\"extra\"}],\"kdf\":\"sp108_kdf\"},\"SharedKeys\":{\"enc_shares\":[{\"enc_key\":\""));
+    assert_non_null(strstr(s, "\",\"tag\":\"extra\"}],\"kdf\":\"sp108_kdf\"},\"SharedKeys\":{\"enc_"
+                              "shares\":[{\"enc_key\":\""));
     const char *tail = "],\"required\":2,\"key_algorithm\":\"shamir_share\"}}";
     assert_true(sd.len > strlen(tail));
     assert_string_equal(s + sd.len - strlen(tail), tail);
@@ -133,7 +127,8 @@ static void test_format(void **state)
         /* the share is a 64-byte packed array for x = i + 1 */
         json_t *ek = json_object_get(json_array_get(sh, i), "enc_key");
         struct mh_secret pt = {0};
-        assert_int_equal(mh_jwe_decrypt_rsa(json_string_value(ek), json_string_length(ek), keys[i], &pt), 0);
+        assert_int_equal(
+            mh_jwe_decrypt_rsa(json_string_value(ek), json_string_length(ek), keys[i], &pt), 0);
         assert_int_equal(pt.len, 64);
         for (size_t j = 0; j < 32; j++)
             assert_int_equal((pt.data[2 * j] | pt.data[2 * j + 1] << 8) >> 9, i + 1);
@@ -261,11 +256,12 @@ static void test_tampered_share(void **state)
 static void test_password_protected_key(void **state)
 {
     (void)state;
-    assert_int_equal(tu_sh("cd %s && openssl pkcs8 -topk8 -v2 aes-256-cbc -passout pass:pw -in c1.key -out c1enc.key",
+    assert_int_equal(tu_sh("cd %s && openssl pkcs8 -topk8 -v2 aes-256-cbc -passout pass:pw -in "
+                           "c1.key -out c1enc.key",
                            tu_tmpdir()),
                      0);
     struct mh_buf b = {0}, sd = {0};
-    readf("c1enc.key", &b);
+    tu_read_tmp("c1enc.key", &b);
     EVP_PKEY *pk = NULL;
     assert_int_equal(mh_cert_private_key_from_pem(b.data, b.len, NULL, &pk), MH_EPEM);
     assert_null(pk);
@@ -333,19 +329,24 @@ static void test_restore_blob(void **state)
     assert_int_equal(mh_sd_open_restore_blob(s, blob.len, certs[10], keys[0], &it), MH_EINVAL);
     /* a blob is not an SD file and vice versa */
     assert_int_equal(mh_sd_recover(s, blob.len, k, 2, &it, NULL), MH_ESDFILE);
-    assert_int_equal(mh_sd_open_restore_blob((const char *)sd.data, sd.len, certs[10], keys[10], &it),
-                     MH_ESDFILE);
+    assert_int_equal(
+        mh_sd_open_restore_blob((const char *)sd.data, sd.len, certs[10], keys[10], &it),
+        MH_ESDFILE);
     /* not enough keys for the restore blob */
     struct mh_buf b2 = {0};
-    assert_int_equal(mh_sd_restore_blob((const char *)sd.data, sd.len, k, 1, certs[10], &b2), MH_ESHARES);
+    assert_int_equal(mh_sd_restore_blob((const char *)sd.data, sd.len, k, 1, certs[10], &b2),
+                     MH_ESHARES);
     assert_int_equal(b2.len, 0);
 
     /* the blob's items are re-encrypted under a fresh master key: the data
      * JWEs differ from the SD file's */
     json_error_t e;
-    json_t *a = json_loadb((const char *)sd.data, sd.len, 0, &e), *b = json_loadb(s, blob.len, 0, &e);
-    json_t *ja = json_object_get(json_array_get(json_object_get(json_object_get(a, "EncData"), "data"), 0), "compact_jwe");
-    json_t *jb = json_object_get(json_array_get(json_object_get(json_object_get(b, "EncData"), "data"), 0), "compact_jwe");
+    json_t *a = json_loadb((const char *)sd.data, sd.len, 0, &e),
+           *b = json_loadb(s, blob.len, 0, &e);
+    json_t *ja = json_object_get(
+        json_array_get(json_object_get(json_object_get(a, "EncData"), "data"), 0), "compact_jwe");
+    json_t *jb = json_object_get(
+        json_array_get(json_object_get(json_object_get(b, "EncData"), "data"), 0), "compact_jwe");
     assert_string_not_equal(json_string_value(ja), json_string_value(jb));
     json_decref(a);
     json_decref(b);
@@ -383,10 +384,22 @@ static int recover_mutated(mutator f)
     return rv;
 }
 
-static json_t *enc(json_t *r) { return json_object_get(r, "EncData"); }
-static json_t *shk(json_t *r) { return json_object_get(r, "SharedKeys"); }
-static json_t *datum(json_t *r) { return json_array_get(json_object_get(enc(r), "data"), 0); }
-static json_t *share(json_t *r) { return json_array_get(json_object_get(shk(r), "enc_shares"), 0); }
+static json_t *enc(json_t *r)
+{
+    return json_object_get(r, "EncData");
+}
+static json_t *shk(json_t *r)
+{
+    return json_object_get(r, "SharedKeys");
+}
+static json_t *datum(json_t *r)
+{
+    return json_array_get(json_object_get(enc(r), "data"), 0);
+}
+static json_t *share(json_t *r)
+{
+    return json_array_get(json_object_get(shk(r), "enc_shares"), 0);
+}
 
 /* Every field, replaced by each wrong type, and deleted. */
 static void test_wrong_types(void **state)
@@ -396,9 +409,9 @@ static void test_wrong_types(void **state)
         json_t *(*parent)(json_t *);
         const char *key;
     } fields[] = {
-        {NULL, "EncData"}, {NULL, "SharedKeys"}, {enc, "data"}, {enc, "kdf"},
-        {datum, "compact_jwe"}, {datum, "tag"}, {shk, "enc_shares"}, {shk, "required"},
-        {shk, "key_algorithm"}, {share, "enc_key"}, {share, "x5t_256"},
+        {NULL, "EncData"},      {NULL, "SharedKeys"}, {enc, "data"},       {enc, "kdf"},
+        {datum, "compact_jwe"}, {datum, "tag"},       {shk, "enc_shares"}, {shk, "required"},
+        {shk, "key_algorithm"}, {share, "enc_key"},   {share, "x5t_256"},
     };
     for (size_t f = 0; f < sizeof fields / sizeof fields[0]; f++) {
         for (int t = 0; t < 6; t++) {
@@ -407,12 +420,24 @@ static void test_wrong_types(void **state)
             json_t *p = fields[f].parent ? fields[f].parent(r) : r;
             json_t *v = NULL;
             switch (t) {
-            case 0: v = json_integer(2); break;
-            case 1: v = json_string("x"); break;
-            case 2: v = json_array(); break;
-            case 3: v = json_object(); break;
-            case 4: v = json_null(); break;
-            default: v = NULL; break; /* delete */
+            case 0:
+                v = json_integer(2);
+                break;
+            case 1:
+                v = json_string("x");
+                break;
+            case 2:
+                v = json_array();
+                break;
+            case 3:
+                v = json_object();
+                break;
+            case 4:
+                v = json_null();
+                break;
+            default:
+                v = NULL;
+                break; /* delete */
             }
             if (v == NULL)
                 json_object_del(p, fields[f].key);
@@ -424,10 +449,12 @@ static void test_wrong_types(void **state)
              * compact_jwe/enc_key parses as JSON and fails in the JWE layer,
              * another tag string derives another CEK and fails on the tag */
             if (!(strcmp(fields[f].key, "required") == 0 && t == 0)) {
-                if (rv == 0 || (rv != MH_ESDFILE && rv != MH_EJWE && rv != MH_EBASE64 && rv != MH_EAUTH))
+                if (rv == 0 ||
+                    (rv != MH_ESDFILE && rv != MH_EJWE && rv != MH_EBASE64 && rv != MH_EAUTH))
                     fail_msg("field %s type %d: %s", fields[f].key, t, mh_errname(rv));
-                if (t != 1 || (strcmp(fields[f].key, "compact_jwe") != 0 && strcmp(fields[f].key, "enc_key") != 0 &&
-                               strcmp(fields[f].key, "tag") != 0))
+                if (t != 1 ||
+                    (strcmp(fields[f].key, "compact_jwe") != 0 &&
+                     strcmp(fields[f].key, "enc_key") != 0 && strcmp(fields[f].key, "tag") != 0))
                     assert_int_equal(rv, MH_ESDFILE);
             } else {
                 assert_int_equal(rv, 0);
@@ -438,32 +465,90 @@ static void test_wrong_types(void **state)
     }
 }
 
-static void m_kdf(json_t *r) { json_object_set_new(enc(r), "kdf", json_string("sp800_108")); }
-static void m_alg(json_t *r) { json_object_set_new(shk(r), "key_algorithm", json_string("shamir")); }
-static void m_req1(json_t *r) { json_object_set_new(shk(r), "required", json_integer(1)); }
-static void m_req11(json_t *r) { json_object_set_new(shk(r), "required", json_integer(11)); }
-static void m_req4(json_t *r) { json_object_set_new(shk(r), "required", json_integer(4)); }
-static void m_reqneg(json_t *r) { json_object_set_new(shk(r), "required", json_integer(-2)); }
-static void m_reqreal(json_t *r) { json_object_set_new(shk(r), "required", json_real(2.0)); }
-static void m_reqstr(json_t *r) { json_object_set_new(shk(r), "required", json_string("2")); }
+static void m_kdf(json_t *r)
+{
+    json_object_set_new(enc(r), "kdf", json_string("sp800_108"));
+}
+static void m_alg(json_t *r)
+{
+    json_object_set_new(shk(r), "key_algorithm", json_string("shamir"));
+}
+static void m_req1(json_t *r)
+{
+    json_object_set_new(shk(r), "required", json_integer(1));
+}
+static void m_req11(json_t *r)
+{
+    json_object_set_new(shk(r), "required", json_integer(11));
+}
+static void m_req4(json_t *r)
+{
+    json_object_set_new(shk(r), "required", json_integer(4));
+}
+static void m_reqneg(json_t *r)
+{
+    json_object_set_new(shk(r), "required", json_integer(-2));
+}
+static void m_reqreal(json_t *r)
+{
+    json_object_set_new(shk(r), "required", json_real(2.0));
+}
+static void m_reqstr(json_t *r)
+{
+    json_object_set_new(shk(r), "required", json_string("2"));
+}
 static void m_11shares(json_t *r)
 {
     json_t *a = json_object_get(shk(r), "enc_shares");
     while (json_array_size(a) < 11)
         json_array_append(a, json_array_get(a, 0));
 }
-static void m_noshares(json_t *r) { json_array_clear(json_object_get(shk(r), "enc_shares")); }
-static void m_nodata(json_t *r) { json_array_clear(json_object_get(enc(r), "data")); }
-static void m_x5t_b64(json_t *r) { json_object_set_new(share(r), "x5t_256", json_string("+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")); }
-static void m_x5t_len(json_t *r) { json_object_set_new(share(r), "x5t_256", json_string("AAAA")); }
-static void m_tag_empty(json_t *r) { json_object_set_new(datum(r), "tag", json_string("")); }
-static void m_jwe_empty(json_t *r) { json_object_set_new(datum(r), "compact_jwe", json_string("")); }
-static void m_datum_notobj(json_t *r) { json_array_set_new(json_object_get(enc(r), "data"), 0, json_string("x")); }
-static void m_share_notobj(json_t *r) { json_array_set_new(json_object_get(shk(r), "enc_shares"), 0, json_integer(1)); }
+static void m_noshares(json_t *r)
+{
+    json_array_clear(json_object_get(shk(r), "enc_shares"));
+}
+static void m_nodata(json_t *r)
+{
+    json_array_clear(json_object_get(enc(r), "data"));
+}
+static void m_x5t_b64(json_t *r)
+{
+    json_object_set_new(share(r), "x5t_256",
+                        json_string("+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+}
+static void m_x5t_len(json_t *r)
+{
+    json_object_set_new(share(r), "x5t_256", json_string("AAAA"));
+}
+static void m_tag_empty(json_t *r)
+{
+    json_object_set_new(datum(r), "tag", json_string(""));
+}
+static void m_jwe_empty(json_t *r)
+{
+    json_object_set_new(datum(r), "compact_jwe", json_string(""));
+}
+static void m_datum_notobj(json_t *r)
+{
+    json_array_set_new(json_object_get(enc(r), "data"), 0, json_string("x"));
+}
+static void m_share_notobj(json_t *r)
+{
+    json_array_set_new(json_object_get(shk(r), "enc_shares"), 0, json_integer(1));
+}
 /* values the JWE layer catches once the shares open */
-static void m_jwe_b64(json_t *r) { json_object_set_new(datum(r), "compact_jwe", json_string("a.b.c.d.e+")); }
-static void m_tag_other(json_t *r) { json_object_set_new(datum(r), "tag", json_string("sd-roo7")); }
-static void m_extra_member(json_t *r) { json_object_set_new(r, "version", json_string("1.0")); }
+static void m_jwe_b64(json_t *r)
+{
+    json_object_set_new(datum(r), "compact_jwe", json_string("a.b.c.d.e+"));
+}
+static void m_tag_other(json_t *r)
+{
+    json_object_set_new(datum(r), "tag", json_string("sd-roo7"));
+}
+static void m_extra_member(json_t *r)
+{
+    json_object_set_new(r, "version", json_string("1.0"));
+}
 
 static void test_bad_values(void **state)
 {
@@ -472,11 +557,23 @@ static void test_bad_values(void **state)
         mutator f;
         int want;
     } cases[] = {
-        {m_kdf, MH_ESDFILE}, {m_alg, MH_ESDFILE}, {m_req1, MH_ESDFILE}, {m_req11, MH_ESDFILE},
-        {m_req4, MH_ESDFILE}, {m_reqneg, MH_ESDFILE}, {m_reqreal, MH_ESDFILE}, {m_reqstr, MH_ESDFILE},
-        {m_11shares, MH_ESDFILE}, {m_noshares, MH_ESDFILE}, {m_nodata, MH_ESDFILE},
-        {m_x5t_b64, MH_ESDFILE}, {m_x5t_len, MH_ESDFILE}, {m_tag_empty, MH_ESDFILE},
-        {m_jwe_empty, MH_ESDFILE}, {m_datum_notobj, MH_ESDFILE}, {m_share_notobj, MH_ESDFILE},
+        {m_kdf, MH_ESDFILE},
+        {m_alg, MH_ESDFILE},
+        {m_req1, MH_ESDFILE},
+        {m_req11, MH_ESDFILE},
+        {m_req4, MH_ESDFILE},
+        {m_reqneg, MH_ESDFILE},
+        {m_reqreal, MH_ESDFILE},
+        {m_reqstr, MH_ESDFILE},
+        {m_11shares, MH_ESDFILE},
+        {m_noshares, MH_ESDFILE},
+        {m_nodata, MH_ESDFILE},
+        {m_x5t_b64, MH_ESDFILE},
+        {m_x5t_len, MH_ESDFILE},
+        {m_tag_empty, MH_ESDFILE},
+        {m_jwe_empty, MH_ESDFILE},
+        {m_datum_notobj, MH_ESDFILE},
+        {m_share_notobj, MH_ESDFILE},
         {m_jwe_b64, MH_EBASE64},
         /* a different tag derives a different CEK: the item's tag fails */
         {m_tag_other, MH_EAUTH},
@@ -501,7 +598,8 @@ static void test_garbage(void **state)
     }
     assert_int_equal(recover_json("\x00\xff\xfe garbage", 12), MH_EJSON);
     assert_int_equal(recover_json("[]", 2), MH_ESDFILE);
-    assert_int_equal(recover_json("\"EncData\"", 9), MH_EJSON); /* jansson: top level must be a container */
+    assert_int_equal(recover_json("\"EncData\"", 9),
+                     MH_EJSON); /* jansson: top level must be a container */
     assert_int_equal(recover_json("{}", 2), MH_ESDFILE);
     assert_int_equal(recover_json("{\"EncData\":1,\"EncData\":2}", 25), MH_EJSON);
     /* trailing data after the object */

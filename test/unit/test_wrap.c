@@ -9,15 +9,6 @@
 #include "crypto/key.h"
 #include "crypto/wrap.h"
 
-static struct mh_key *oct_key(const char *hex)
-{
-    uint8_t k[32];
-    size_t n = tu_unhex(hex, k, sizeof k);
-    struct mh_key *key = NULL;
-    assert_int_equal(mh_key_from_oct(k, n, &key), 0);
-    return key;
-}
-
 struct kw_vec {
     const char *kek;
     const char *key;
@@ -57,7 +48,7 @@ static const struct kw_vec RFC5649[] = {
 
 static void check_vector(const struct kw_vec *v, enum mh_alg alg)
 {
-    struct mh_key *kek = oct_key(v->kek);
+    struct mh_key *kek = tu_oct_key(v->kek);
     uint8_t data[64], wrapped[72];
     size_t dn = tu_unhex(v->key, data, sizeof data);
     size_t wn = tu_unhex(v->wrapped, wrapped, sizeof wrapped);
@@ -135,7 +126,7 @@ static void test_kwp_roundtrip_lengths(void **state)
 static void test_wrong_kek(void **state)
 {
     (void)state;
-    struct mh_key *a = oct_key(KEK256), *b = NULL;
+    struct mh_key *a = tu_oct_key(KEK256), *b = NULL;
     assert_int_equal(mh_key_generate(MH_KTY_OCT, 256, MH_CURVE_NONE, &b), 0);
     uint8_t data[32] = {1, 2, 3};
     struct mh_buf out = {0};
@@ -154,7 +145,7 @@ static void test_wrong_kek(void **state)
 static void test_alg_key_mismatch(void **state)
 {
     (void)state;
-    struct mh_key *k128 = oct_key(KEK128);
+    struct mh_key *k128 = tu_oct_key(KEK128);
     struct mh_key *rsa = NULL;
     assert_int_equal(mh_key_generate(MH_KTY_RSA, 2048, MH_CURVE_NONE, &rsa), 0);
     uint8_t data[32] = {0};
@@ -182,7 +173,7 @@ static void test_alg_key_mismatch(void **state)
 static void test_lengths(void **state)
 {
     (void)state;
-    struct mh_key *k = oct_key(KEK128);
+    struct mh_key *k = tu_oct_key(KEK128);
     uint8_t data[40] = {0};
     struct mh_buf out = {0};
     struct mh_secret pt = {0};
@@ -231,7 +222,7 @@ static void test_lengths(void **state)
 static void test_output_preserved_on_error(void **state)
 {
     (void)state;
-    struct mh_key *k = oct_key(KEK256);
+    struct mh_key *k = tu_oct_key(KEK256);
     uint8_t data[32] = {9};
     struct mh_buf out = {0};
     assert_int_equal(mh_buf_append(&out, "hdr", 3), 0);

@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include "crypto/key.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <limits.h>
@@ -70,6 +72,22 @@ size_t tu_unhex(const char *hex, uint8_t *out, size_t cap)
     return n / 2;
 }
 
+void tu_read_tmp(const char *name, struct mh_buf *out)
+{
+    char p[PATH_MAX];
+    tu_path(p, sizeof p, name);
+    tu_read_file(p, out);
+}
+
+struct mh_key *tu_oct_key(const char *hex)
+{
+    uint8_t k[32];
+    size_t n = tu_unhex(hex, k, sizeof k);
+    struct mh_key *key = NULL;
+    assert_int_equal(mh_key_from_oct(k, n, &key), 0);
+    return key;
+}
+
 void tu_write_file(const char *path, const void *p, size_t len)
 {
     FILE *f = fopen(path, "wb");
@@ -130,11 +148,11 @@ static size_t below(struct tu_rng *r, size_t n)
 
 void tu_mutate(struct tu_rng *r, const uint8_t *in, size_t len, struct mh_buf *out)
 {
-    static const uint8_t interesting[] = {0x00, 0x01, 0x7f, 0x80, 0xff, '"', '{', '}', '[',
-                                          ']',  ',',  ':',  '.',  '=',  '+', '/', '-', '_',
-                                          '\\', 'A',  '0',  ' ',  '\n'};
-    static const char *const splices[] = {"\"\"", "null", "[]", "{}", "1e999", "-1", "\"x\"",
-                                          "AAAA", "====", "..", "\\u0000", "true"};
+    static const uint8_t interesting[] = {0x00, 0x01, 0x7f, 0x80, 0xff, '"', '{', '}',
+                                          '[',  ']',  ',',  ':',  '.',  '=', '+', '/',
+                                          '-',  '_',  '\\', 'A',  '0',  ' ', '\n'};
+    static const char *const splices[] = {"\"\"",  "null", "[]",   "{}", "1e999",   "-1",
+                                          "\"x\"", "AAAA", "====", "..", "\\u0000", "true"};
     out->len = 0;
     assert_int_equal(mh_buf_append(out, in, len), 0);
     int rounds = 1 + (int)below(r, 3);

@@ -22,6 +22,13 @@ const char *tu_tmpdir(void);
 /* Builds "<tmpdir>/<name>" into |out| (PATH_MAX). */
 void tu_path(char *out, size_t cap, const char *name);
 
+/* Reads "<tmpdir>/<name>" whole, appending to |out|; aborts the test on failure. */
+void tu_read_tmp(const char *name, struct mh_buf *out);
+
+/* An AES key from |hex| (32, 48 or 64 hex digits); aborts the test otherwise.
+ * The caller frees it with mh_key_free. */
+struct mh_key *tu_oct_key(const char *hex);
+
 /* Writes / reads a whole file; abort the test on failure. */
 void tu_write_file(const char *path, const void *p, size_t len);
 void tu_read_file(const char *path, struct mh_buf *out);
