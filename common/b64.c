@@ -64,8 +64,7 @@ static int encode(const char *alphabet, int pad, const uint8_t *p, size_t len, s
 }
 
 /* Decodes |len| unpadded characters into |dst| (room for len*3/4 bytes). */
-static int decode_core(const char *alphabet, const char *s, size_t len, uint8_t *dst,
-                       size_t *dlen)
+static int decode_core(const char *alphabet, const char *s, size_t len, uint8_t *dst, size_t *dlen)
 {
     if (len % 4 == 1)
         return MH_EBASE64;

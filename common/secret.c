@@ -32,7 +32,7 @@ static _Atomic uint64_t mlock_failures;
  * mlock'ed and MADV_DONTDUMP like any secret page, carved into slots that
  * are wiped on free and kept on per-class free lists. Arenas are never
  * returned to the kernel; the pool is bounded by peak use. */
-#define SLAB_MAX 2048
+#define SLAB_MAX   2048
 #define ARENA_SIZE ((size_t)64 * 1024)
 static const size_t CLASS_SIZE[] = {32, 64, 128, 256, 512, 1024, 2048};
 #define NCLASSES (sizeof CLASS_SIZE / sizeof CLASS_SIZE[0])

@@ -44,8 +44,8 @@ static const struct {
 static const char *const MD_NAMES[MH_MD_COUNT_] = {"SHA1", "SHA256", "SHA384", "SHA512"};
 static const size_t MD_LENS[MH_MD_COUNT_] = {20, 32, 48, 64};
 static const char *const CIPHER_NAMES[MH_CIPHER_COUNT_] = {
-    "AES-128-GCM",  "AES-192-GCM",  "AES-256-GCM",      "AES-128-CBC",
-    "AES-192-CBC",  "AES-256-CBC",  "AES-128-WRAP",     "AES-192-WRAP",
+    "AES-128-GCM",  "AES-192-GCM",      "AES-256-GCM",      "AES-128-CBC",
+    "AES-192-CBC",  "AES-256-CBC",      "AES-128-WRAP",     "AES-192-WRAP",
     "AES-256-WRAP", "AES-128-WRAP-PAD", "AES-192-WRAP-PAD", "AES-256-WRAP-PAD",
 };
 

@@ -62,13 +62,7 @@ enum mh_alg_class {
     MH_ALG_CLASS_AES_WRAP /* KW / KWP */
 };
 
-enum mh_md {
-    MH_MD_SHA1 = 0,
-    MH_MD_SHA256,
-    MH_MD_SHA384,
-    MH_MD_SHA512,
-    MH_MD_COUNT_
-};
+enum mh_md { MH_MD_SHA1 = 0, MH_MD_SHA256, MH_MD_SHA384, MH_MD_SHA512, MH_MD_COUNT_ };
 
 enum mh_cipher_id {
     MH_CIPHER_AES_128_GCM = 0,

@@ -1,4 +1,5 @@
-/* cert: the X.509 certificates and PEM private keys of security-domain custodians and of the SD exchange key.
+/* cert: the X.509 certificates and PEM private keys of security-domain custodians and of the SD
+ * exchange key.
  *
  * A certificate is accepted only as exactly one PEM "CERTIFICATE" block (or
  * DER), at most MH_CERT_MAX_LEN bytes, whose DER re-encodes to itself, with
@@ -27,8 +28,8 @@
 #include "common/err.h"
 #include "common/secret.h"
 
-#define MH_CERT_MAX_LEN (64u * 1024u)
-#define MH_CERT_X5T_LEN 43u /* base64url of 32 bytes */
+#define MH_CERT_MAX_LEN      (64u * 1024u)
+#define MH_CERT_X5T_LEN      43u /* base64url of 32 bytes */
 #define MH_CERT_MIN_RSA_BITS 2048
 
 struct mh_cert;

@@ -11,8 +11,8 @@
 #include "crypto/sp108.h"
 
 #define ENC_NAME "A256CBC-HS512"
-#define RSA_KID "not used"
-#define MAX_KID 256u
+#define RSA_KID  "not used"
+#define MAX_KID  256u
 
 static void be64(uint8_t out[8], uint64_t v)
 {
@@ -60,8 +60,8 @@ int mh_jwe_a256cbc_hs512_encrypt(const struct mh_secret *cek, const uint8_t iv[1
         goto err_after_extend;
     }
     int n1 = 0, n2 = 0;
-    if (EVP_EncryptInit_ex2(cctx, mh_alg_cipher(MH_CIPHER_AES_256_CBC), cek->data + 32, iv,
-                            NULL) != 1 ||
+    if (EVP_EncryptInit_ex2(cctx, mh_alg_cipher(MH_CIPHER_AES_256_CBC), cek->data + 32, iv, NULL) !=
+            1 ||
         EVP_EncryptUpdate(cctx, p, &n1, pt, (int)pt_len) != 1 ||
         EVP_EncryptFinal_ex(cctx, p + n1, &n2) != 1 || (size_t)n1 + (size_t)n2 != ct_len)
         goto err_after_cctx;
@@ -110,8 +110,8 @@ int mh_jwe_a256cbc_hs512_decrypt(const struct mh_secret *cek, const uint8_t iv[1
         goto err_after_pt;
     }
     int n1 = 0, n2 = 0;
-    if (EVP_DecryptInit_ex2(cctx, mh_alg_cipher(MH_CIPHER_AES_256_CBC), cek->data + 32, iv,
-                            NULL) != 1 ||
+    if (EVP_DecryptInit_ex2(cctx, mh_alg_cipher(MH_CIPHER_AES_256_CBC), cek->data + 32, iv, NULL) !=
+            1 ||
         EVP_DecryptUpdate(cctx, pt->data, &n1, ct, (int)ct_len) != 1)
         goto err_after_cctx;
     if (EVP_DecryptFinal_ex(cctx, pt->data + n1, &n2) != 1) {
@@ -151,8 +151,8 @@ static int encode_header(const char *alg, const char *kid, size_t kid_len, struc
         json_object_set_new(h, "kid", k) != 0)
         goto err_after_h;
     struct mh_buf js = {0};
-    if (json_dump_callback(h, dump_cb, &js, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER) !=
-        0)
+    if (json_dump_callback(h, dump_cb, &js,
+                           JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER) != 0)
         goto err_after_js;
     rv = mh_b64url_encode(js.data, js.len, out);
 err_after_js:
@@ -172,7 +172,8 @@ static int assemble(const struct mh_buf *hdr, const uint8_t *ek, size_t ek_len, 
         (rv = mh_buf_append_u8(out, '.')) < 0 || (rv = mh_b64url_encode(ek, ek_len, out)) < 0 ||
         (rv = mh_buf_append_u8(out, '.')) < 0 ||
         (rv = mh_b64url_encode(iv, MH_JWE_IV_LEN, out)) < 0 ||
-        (rv = mh_buf_append_u8(out, '.')) < 0 || (rv = mh_b64url_encode(ct->data, ct->len, out)) < 0 ||
+        (rv = mh_buf_append_u8(out, '.')) < 0 ||
+        (rv = mh_b64url_encode(ct->data, ct->len, out)) < 0 ||
         (rv = mh_buf_append_u8(out, '.')) < 0 ||
         (rv = mh_b64url_encode(tag, MH_JWE_TAG_LEN, out)) < 0) {
         mh_buf_truncate(out, start);

@@ -1,4 +1,5 @@
-/* jwe: compact JWE (RFC 7516) with enc A256CBC-HS512 and alg dir, RSA-OAEP-256 (and RSA-OAEP to decrypt), as the security-domain file uses it.
+/* jwe: compact JWE (RFC 7516) with enc A256CBC-HS512 and alg dir, RSA-OAEP-256 (and RSA-OAEP to
+ * decrypt), as the security-domain file uses it.
  *
  * Content encryption is RFC 7518 section 5.2.5: a 64-byte CEK, MAC key =
  * bytes 0..31, AES-256-CBC key = bytes 32..63, PKCS#7 padding, a random
@@ -43,11 +44,11 @@
 #include "common/err.h"
 #include "common/secret.h"
 
-#define MH_JWE_CEK_LEN 64u
-#define MH_JWE_IV_LEN 16u
-#define MH_JWE_TAG_LEN 32u
-#define MH_JWE_MAX_LEN (4u << 20)   /* whole compact serialization */
-#define MH_JWE_MAX_HEADER 4096u     /* decoded protected header */
+#define MH_JWE_CEK_LEN       64u
+#define MH_JWE_IV_LEN        16u
+#define MH_JWE_TAG_LEN       32u
+#define MH_JWE_MAX_LEN       (4u << 20) /* whole compact serialization */
+#define MH_JWE_MAX_HEADER    4096u      /* decoded protected header */
 #define MH_JWE_MAX_PLAINTEXT (2u << 20)
 
 /* The RFC 7518 5.2 primitive, public for the Appendix B.3 vector test.
@@ -55,17 +56,16 @@
  * tag written to |tag|. pt_len <= MH_JWE_MAX_PLAINTEXT.
  * Errors: MH_EINVAL, MH_ETOOBIG, MH_ENOMEM, MH_ECRYPTO. */
 MH_MUST_USE int mh_jwe_a256cbc_hs512_encrypt(const struct mh_secret *cek, const uint8_t iv[16],
-                                             const uint8_t *aad, size_t aad_len,
-                                             const uint8_t *pt, size_t pt_len, struct mh_buf *ct,
-                                             uint8_t tag[32]);
+                                             const uint8_t *aad, size_t aad_len, const uint8_t *pt,
+                                             size_t pt_len, struct mh_buf *ct, uint8_t tag[32]);
 
 /* Inverse of the above: verifies |tag| first (MH_EAUTH), then decrypts into
  * |pt| (empty on entry). MH_EINPUTLEN if ct_len is not a non-zero multiple
  * of 16, MH_EDECRYPT for bad padding. */
 MH_MUST_USE int mh_jwe_a256cbc_hs512_decrypt(const struct mh_secret *cek, const uint8_t iv[16],
-                                             const uint8_t *aad, size_t aad_len,
-                                             const uint8_t *ct, size_t ct_len,
-                                             const uint8_t tag[32], struct mh_secret *pt);
+                                             const uint8_t *aad, size_t aad_len, const uint8_t *ct,
+                                             size_t ct_len, const uint8_t tag[32],
+                                             struct mh_secret *pt);
 
 /* mh_jwe_encrypt_dir appends a compact JWE {"alg":"dir","enc":"A256CBC-HS512",
  * "kid":kid} of |pt_len| bytes at |pt| under |cek| (64 bytes) to |out|.

@@ -19,8 +19,8 @@ struct mh_key {
     enum mh_curve curve;
     unsigned bits;
     bool has_private;
-    EVP_PKEY *pkey;        /* RSA, EC */
-    struct mh_secret oct;  /* AES */
+    EVP_PKEY *pkey;       /* RSA, EC */
+    struct mh_secret oct; /* AES */
 };
 
 static _Atomic uint64_t next_id = 1;
@@ -28,8 +28,8 @@ static _Atomic uint64_t next_id = 1;
 static const struct {
     enum mh_curve curve;
     const char *jwk;
-    const char *ossl;   /* OpenSSL group name */
-    const char *alias;  /* NIST / other spelling OpenSSL may report */
+    const char *ossl;  /* OpenSSL group name */
+    const char *alias; /* NIST / other spelling OpenSSL may report */
     unsigned bits;
     size_t field_len;
 } CURVES[] = {

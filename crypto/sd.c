@@ -11,7 +11,7 @@
 #include "crypto/shamir.h"
 #include "crypto/sp108.h"
 
-#define KDF_NAME "sp108_kdf"
+#define KDF_NAME     "sp108_kdf"
 #define KEY_ALG_NAME "shamir_share"
 
 void mh_sd_items_free(struct mh_sd_items *items)
@@ -198,7 +198,8 @@ err_after_master:
 static int is_str(const json_t *v, const char *want)
 {
     size_t n = strlen(want);
-    return json_is_string(v) && json_string_length(v) == n && memcmp(json_string_value(v), want, n) == 0;
+    return json_is_string(v) && json_string_length(v) == n &&
+           memcmp(json_string_value(v), want, n) == 0;
 }
 
 static int load(const char *json, size_t len, json_t **root)
@@ -282,7 +283,8 @@ static int check_pair(const struct mh_cert *cert, EVP_PKEY *priv)
 }
 
 /* Decrypts every EncData item under |master| into |out|. */
-static int decrypt_items(const json_t *root, const struct mh_secret *master, struct mh_sd_items *out)
+static int decrypt_items(const json_t *root, const struct mh_secret *master,
+                         struct mh_sd_items *out)
 {
     const json_t *data = json_object_get(json_object_get(root, "EncData"), "data");
     size_t n = json_array_size(data);
@@ -305,7 +307,8 @@ static int decrypt_items(const json_t *root, const struct mh_secret *master, str
         struct mh_secret cek = {0};
         int rv = item_cek(master, it->tag, tl, &cek);
         if (rv == 0)
-            rv = mh_jwe_decrypt_dir(json_string_value(jwe), json_string_length(jwe), &cek, &it->value);
+            rv = mh_jwe_decrypt_dir(json_string_value(jwe), json_string_length(jwe), &cek,
+                                    &it->value);
         mh_secret_free(&cek);
         if (rv < 0) {
             mh_sd_items_free(out);

@@ -1,4 +1,5 @@
-/* sd: the security-domain file and restore blob, byte-compatible with Azure Managed HSM's tooling (az keyvault security-domain).
+/* sd: the security-domain file and restore blob, byte-compatible with Azure Managed HSM's tooling
+ * (az keyvault security-domain).
  *
  * SD file (what download returns; custodians keep it offline):
  *   {"EncData":{"data":[{"compact_jwe":"<JWE>","tag":"<tag>"},...],"kdf":"sp108_kdf"},
@@ -43,13 +44,13 @@
 #include "common/secret.h"
 #include "crypto/cert.h"
 
-#define MH_SD_MIN_CERTS 3u
-#define MH_SD_MAX_CERTS 10u
+#define MH_SD_MIN_CERTS  3u
+#define MH_SD_MAX_CERTS  10u
 #define MH_SD_MIN_QUORUM 2u
 #define MH_SD_MAX_QUORUM 10u
-#define MH_SD_MAX_ITEMS 64u
-#define MH_SD_MAX_TAG 256u
-#define MH_SD_MAX_FILE (8u << 20)
+#define MH_SD_MAX_ITEMS  64u
+#define MH_SD_MAX_TAG    256u
+#define MH_SD_MAX_FILE   (8u << 20)
 #define MH_SD_MASTER_LEN 32u
 
 /* One item to protect (borrowed). */
@@ -99,8 +100,7 @@ MH_MUST_USE int mh_sd_build(const struct mh_sd_item *items, size_t n_items,
  * (empty on entry). |master_out|, if not NULL, receives the master key.
  * On error |out| and |master_out| are empty. */
 MH_MUST_USE int mh_sd_recover(const char *json, size_t len, const struct mh_sd_wrapping_key *keys,
-                              size_t n_keys, struct mh_sd_items *out,
-                              struct mh_secret *master_out);
+                              size_t n_keys, struct mh_sd_items *out, struct mh_secret *master_out);
 
 /* mh_sd_restore_blob does what `az keyvault security-domain restore-blob`
  * does: recovers the items as mh_sd_recover does, re-encrypts them under a

@@ -51,7 +51,8 @@ static int draw_coef(struct pool *pl, uint16_t *out)
     for (;;) {
         if (pl->pos + 2 > pl->bytes.len)
             MH_TRY(pool_refill(pl));
-        uint32_t w = (uint32_t)pl->bytes.data[pl->pos] | ((uint32_t)pl->bytes.data[pl->pos + 1] << 8);
+        uint32_t w =
+            (uint32_t)pl->bytes.data[pl->pos] | ((uint32_t)pl->bytes.data[pl->pos + 1] << 8);
         mh_wipe(pl->bytes.data + pl->pos, 2);
         pl->pos += 2;
         if (w != 0xffffu) {

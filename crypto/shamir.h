@@ -1,4 +1,5 @@
-/* shamir: byte-wise Shamir secret sharing over GF(257), in the share layout of Azure's security-domain tooling.
+/* shamir: byte-wise Shamir secret sharing over GF(257), in the share layout of Azure's
+ * security-domain tooling.
  *
  * Every secret byte gets its own random polynomial of degree m-1 over GF(257)
  * whose constant term is the byte; share number x (1..n) holds the values of

@@ -36,8 +36,8 @@ static void init_once(void)
     hmac_template = ctx;
 }
 
-int mh_hmac_sha512(const uint8_t *key, size_t key_len, const struct mh_slice *parts,
-                   size_t nparts, uint8_t mac[MH_HMAC_SHA512_LEN])
+int mh_hmac_sha512(const uint8_t *key, size_t key_len, const struct mh_slice *parts, size_t nparts,
+                   uint8_t mac[MH_HMAC_SHA512_LEN])
 {
     int rv = MH_ECRYPTO;
     if (key == NULL || key_len == 0 || mac == NULL || (parts == NULL && nparts > 0))
@@ -96,7 +96,7 @@ int mh_sp108_derive(const uint8_t *key, size_t key_len, const uint8_t *label, si
     for (uint32_t i = 1; done < out_len; i++) {
         be32(counter, i);
         struct mh_slice parts[5] = {
-            mh_slice_of(counter, 4), mh_slice_of(label, label_len), mh_slice_of(&zero, 1),
+            mh_slice_of(counter, 4),   mh_slice_of(label, label_len), mh_slice_of(&zero, 1),
             mh_slice_of(ctx, ctx_len), mh_slice_of(bits, 4),
         };
         rv = mh_hmac_sha512(key, key_len, parts, 5, block.data);

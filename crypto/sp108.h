@@ -1,4 +1,5 @@
-/* sp108: NIST SP 800-108 counter-mode key derivation with HMAC-SHA-512, as the security-domain file uses it.
+/* sp108: NIST SP 800-108 counter-mode key derivation with HMAC-SHA-512, as the security-domain file
+ * uses it.
  *
  * K(i) = HMAC-SHA-512(KI, [i]_32be || Label || 0x00 || Context || [L]_32be),
  * i = 1.. ceil(L / 512), output = the leftmost L bits. This is the textbook

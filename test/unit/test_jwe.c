@@ -60,9 +60,9 @@ static void test_rfc7518_b3(void **state)
     assert_memory_equal(tag, T, 32);
 
     struct mh_secret pt = {0};
-    assert_int_equal(mh_jwe_a256cbc_hs512_decrypt(&k, iv, (const uint8_t *)A, strlen(A), E,
-                                                  sizeof E, T, &pt),
-                     0);
+    assert_int_equal(
+        mh_jwe_a256cbc_hs512_decrypt(&k, iv, (const uint8_t *)A, strlen(A), E, sizeof E, T, &pt),
+        0);
     assert_int_equal(pt.len, strlen(P));
     assert_memory_equal(pt.data, P, pt.len);
     mh_secret_free(&pt);
@@ -77,14 +77,14 @@ static void test_rfc7518_b3(void **state)
                                                   sizeof E, T, &pt),
                      MH_EAUTH);
     iv[0] ^= 0x80;
-    assert_int_equal(mh_jwe_a256cbc_hs512_decrypt(&k, iv, (const uint8_t *)A, strlen(A), E,
-                                                  sizeof E, T, &pt),
-                     MH_EAUTH);
+    assert_int_equal(
+        mh_jwe_a256cbc_hs512_decrypt(&k, iv, (const uint8_t *)A, strlen(A), E, sizeof E, T, &pt),
+        MH_EAUTH);
     iv[0] ^= 0x80;
     T[31] ^= 1;
-    assert_int_equal(mh_jwe_a256cbc_hs512_decrypt(&k, iv, (const uint8_t *)A, strlen(A), E,
-                                                  sizeof E, T, &pt),
-                     MH_EAUTH);
+    assert_int_equal(
+        mh_jwe_a256cbc_hs512_decrypt(&k, iv, (const uint8_t *)A, strlen(A), E, sizeof E, T, &pt),
+        MH_EAUTH);
     assert_null(pt.data);
     assert_int_equal(mh_jwe_a256cbc_hs512_decrypt(&k, iv, NULL, 0, E, 17, T, &pt), MH_EINPUTLEN);
     mh_buf_free(&ct);
@@ -106,7 +106,8 @@ static void test_dir_roundtrip_and_header(void **state)
         const char *dot = memchr(j.data, '.', j.len);
         assert_non_null(dot);
         struct mh_buf h = {0};
-        assert_int_equal(mh_b64url_decode((const char *)j.data, (size_t)(dot - (const char *)j.data), &h), 0);
+        assert_int_equal(
+            mh_b64url_decode((const char *)j.data, (size_t)(dot - (const char *)j.data), &h), 0);
         const char *want = "{\"alg\":\"dir\",\"enc\":\"A256CBC-HS512\",\"kid\":\"item-1\"}";
         assert_int_equal(h.len, strlen(want));
         assert_memory_equal(h.data, want, h.len);
@@ -126,8 +127,11 @@ static void test_dir_roundtrip_and_header(void **state)
     struct mh_buf j = {0}, h = {0};
     assert_int_equal(mh_jwe_encrypt_dir(&cek, "t\xc3\xa9\"", 4, (const uint8_t *)"x", 1, &j), 0);
     const char *dot = memchr(j.data, '.', j.len);
-    assert_int_equal(mh_b64url_decode((const char *)j.data, (size_t)(dot - (const char *)j.data), &h), 0);
-    const char *want = "{\"alg\":\"dir\",\"enc\":\"A256CBC-HS512\",\"kid\":\"t\\u00E9\\\"\"}"; /* jansson: upper-case hex */
+    assert_int_equal(
+        mh_b64url_decode((const char *)j.data, (size_t)(dot - (const char *)j.data), &h), 0);
+    const char *want =
+        "{\"alg\":\"dir\",\"enc\":\"A256CBC-HS512\",\"kid\":\"t\\u00E9\\\"\"}"; /* jansson:
+                                                                                   upper-case hex */
     assert_int_equal(h.len, strlen(want));
     assert_memory_equal(h.data, want, h.len);
     mh_buf_free(&h);
@@ -149,7 +153,8 @@ static void test_rsa_roundtrip_and_header(void **state)
     struct mh_buf j = {0}, h = {0};
     make_rsa_jwe(&j, "share bytes");
     const char *dot = memchr(j.data, '.', j.len);
-    assert_int_equal(mh_b64url_decode((const char *)j.data, (size_t)(dot - (const char *)j.data), &h), 0);
+    assert_int_equal(
+        mh_b64url_decode((const char *)j.data, (size_t)(dot - (const char *)j.data), &h), 0);
     const char *want = "{\"alg\":\"RSA-OAEP-256\",\"enc\":\"A256CBC-HS512\",\"kid\":\"not used\"}";
     assert_int_equal(h.len, strlen(want));
     assert_memory_equal(h.data, want, h.len);
@@ -292,7 +297,9 @@ static void make_custom(const char *hjson, const struct mh_secret *cek, size_t i
     struct mh_buf h = {0}, ct = {0};
     uint8_t iv[16] = {1, 2, 3}, tag[32];
     assert_int_equal(mh_b64url_encode((const uint8_t *)hjson, strlen(hjson), &h), 0);
-    assert_int_equal(mh_jwe_a256cbc_hs512_encrypt(cek, iv, h.data, h.len, (const uint8_t *)"hi", 2, &ct, tag), 0);
+    assert_int_equal(
+        mh_jwe_a256cbc_hs512_encrypt(cek, iv, h.data, h.len, (const uint8_t *)"hi", 2, &ct, tag),
+        0);
     assert_int_equal(mh_buf_append(out, h.data, h.len), 0);
     assert_int_equal(mh_buf_append_str(out, "."), 0);
     assert_int_equal(mh_buf_append_str(out, ek), 0);
@@ -328,7 +335,8 @@ static void test_header_validation(void **state)
     (void)state;
     /* accepted: minimal header, kid optional, unknown members ignored */
     assert_int_equal(dir_custom("{\"alg\":\"dir\",\"enc\":\"A256CBC-HS512\"}", 16, ""), 0);
-    assert_int_equal(dir_custom("{\"enc\":\"A256CBC-HS512\",\"alg\":\"dir\",\"x\":[1]}", 16, ""), 0);
+    assert_int_equal(dir_custom("{\"enc\":\"A256CBC-HS512\",\"alg\":\"dir\",\"x\":[1]}", 16, ""),
+                     0);
     /* refused */
     static const char *const bad[] = {
         "not json",
@@ -356,10 +364,13 @@ static void test_header_validation(void **state)
             fail_msg("header %s: got %s", bad[i], mh_errname(rv));
     }
     /* RSA alg in a JWE given to the dir decrypter; RSA1_5 refused outright */
-    assert_int_equal(dir_custom("{\"alg\":\"RSA-OAEP-256\",\"enc\":\"A256CBC-HS512\"}", 16, "AAAA"), MH_EJWE);
-    assert_int_equal(dir_custom("{\"alg\":\"RSA1_5\",\"enc\":\"A256CBC-HS512\"}", 16, "AAAA"), MH_EJWE);
+    assert_int_equal(dir_custom("{\"alg\":\"RSA-OAEP-256\",\"enc\":\"A256CBC-HS512\"}", 16, "AAAA"),
+                     MH_EJWE);
+    assert_int_equal(dir_custom("{\"alg\":\"RSA1_5\",\"enc\":\"A256CBC-HS512\"}", 16, "AAAA"),
+                     MH_EJWE);
     /* dir with a non-empty encrypted key, short IV */
-    assert_int_equal(dir_custom("{\"alg\":\"dir\",\"enc\":\"A256CBC-HS512\"}", 16, "AAAA"), MH_EJWE);
+    assert_int_equal(dir_custom("{\"alg\":\"dir\",\"enc\":\"A256CBC-HS512\"}", 16, "AAAA"),
+                     MH_EJWE);
     assert_int_equal(dir_custom("{\"alg\":\"dir\",\"enc\":\"A256CBC-HS512\"}", 12, ""), MH_EJWE);
 }
 
@@ -376,7 +387,8 @@ static void test_oversized(void **state)
     struct mh_buf c = {0};
     for (int i = 0; i < 6000; i++)
         assert_int_equal(mh_buf_append_str(&c, "A"), 0);
-    assert_int_equal(mh_buf_append_str(&c, ".AAAA.AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA.AAAA"), 0);
+    assert_int_equal(
+        mh_buf_append_str(&c, ".AAAA.AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA.AAAA"), 0);
     assert_int_equal(decrypt_str((const char *)c.data, c.len), MH_EJWE);
     mh_buf_free(&c);
 }
@@ -415,10 +427,11 @@ static void test_openssl_cli_interop(void **state)
     tu_path(path, sizeof path, "macin.bin");
     tu_write_file(path, macin.data, macin.len);
     const char *t = tu_tmpdir();
-    assert_int_equal(tu_sh("cd %s && openssl pkeyutl -decrypt -inkey k.pem -pkeyopt rsa_padding_mode:oaep "
-                           "-pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256 -in ek.bin -out cek.bin",
-                           t),
-                     0);
+    assert_int_equal(
+        tu_sh("cd %s && openssl pkeyutl -decrypt -inkey k.pem -pkeyopt rsa_padding_mode:oaep "
+              "-pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256 -in ek.bin -out cek.bin",
+              t),
+        0);
     struct mh_buf cek = {0};
     tu_path(path, sizeof path, "cek.bin");
     tu_read_file(path, &cek);
@@ -430,12 +443,14 @@ static void test_openssl_cli_interop(void **state)
     }
     for (int i = 0; i < 16; i++)
         snprintf(iv_hex + 2 * i, 3, "%02x", iv.data[i]);
-    assert_int_equal(tu_sh("cd %s && openssl dgst -sha512 -mac HMAC -macopt hexkey:%s -binary -out mac.bin macin.bin",
+    assert_int_equal(tu_sh("cd %s && openssl dgst -sha512 -mac HMAC -macopt hexkey:%s -binary -out "
+                           "mac.bin macin.bin",
                            t, mac_hex),
                      0);
-    assert_int_equal(tu_sh("cd %s && openssl enc -d -aes-256-cbc -K %s -iv %s -in ct.bin -out pt.bin", t,
-                           enc_hex, iv_hex),
-                     0);
+    assert_int_equal(
+        tu_sh("cd %s && openssl enc -d -aes-256-cbc -K %s -iv %s -in ct.bin -out pt.bin", t,
+              enc_hex, iv_hex),
+        0);
     struct mh_buf mac = {0}, pt = {0};
     tu_path(path, sizeof path, "mac.bin");
     tu_read_file(path, &mac);
@@ -471,16 +486,18 @@ static void test_rsa_oaep_sha1_decrypt(void **state)
     cek_of(&cek, 9);
     tu_path(path, sizeof path, "cek1.bin");
     tu_write_file(path, cek.data, 64);
-    assert_int_equal(tu_sh("cd %s && openssl pkeyutl -encrypt -inkey k1.pem -pkeyopt rsa_padding_mode:oaep "
-                           "-in cek1.bin -out ek1.bin",
-                           tu_tmpdir()),
-                     0);
+    assert_int_equal(
+        tu_sh("cd %s && openssl pkeyutl -encrypt -inkey k1.pem -pkeyopt rsa_padding_mode:oaep "
+              "-in cek1.bin -out ek1.bin",
+              tu_tmpdir()),
+        0);
     struct mh_buf ekraw = {0}, ekb = {0};
     tu_path(path, sizeof path, "ek1.bin");
     tu_read_file(path, &ekraw);
     assert_int_equal(mh_b64url_encode(ekraw.data, ekraw.len, &ekb), 0);
     struct mh_buf j = {0};
-    make_custom("{\"alg\":\"RSA-OAEP\",\"enc\":\"A256CBC-HS512\"}", &cek, 16, (const char *)ekb.data, &j);
+    make_custom("{\"alg\":\"RSA-OAEP\",\"enc\":\"A256CBC-HS512\"}", &cek, 16,
+                (const char *)ekb.data, &j);
     struct mh_secret pt = {0};
     assert_int_equal(mh_jwe_decrypt_rsa((const char *)j.data, j.len, rsa_key, &pt), 0);
     assert_int_equal(pt.len, 2);
@@ -488,7 +505,8 @@ static void test_rsa_oaep_sha1_decrypt(void **state)
     mh_secret_free(&pt);
     mh_buf_free(&j);
     /* the same wrapped key labelled RSA-OAEP-256 must not unwrap */
-    make_custom("{\"alg\":\"RSA-OAEP-256\",\"enc\":\"A256CBC-HS512\"}", &cek, 16, (const char *)ekb.data, &j);
+    make_custom("{\"alg\":\"RSA-OAEP-256\",\"enc\":\"A256CBC-HS512\"}", &cek, 16,
+                (const char *)ekb.data, &j);
     assert_int_equal(mh_jwe_decrypt_rsa((const char *)j.data, j.len, rsa_key, &pt), MH_EDECRYPT);
     mh_buf_free(&j);
     mh_buf_free(&ekraw);

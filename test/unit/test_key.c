@@ -102,7 +102,8 @@ static void test_generate_each_kind(void **state)
     static const struct {
         enum mh_curve c;
         unsigned bits;
-    } ec[] = {{MH_CURVE_P256, 256}, {MH_CURVE_P256K, 256}, {MH_CURVE_P384, 384}, {MH_CURVE_P521, 521}};
+    } ec[] = {
+        {MH_CURVE_P256, 256}, {MH_CURVE_P256K, 256}, {MH_CURVE_P384, 384}, {MH_CURVE_P521, 521}};
     for (size_t i = 0; i < 4; i++) {
         assert_int_equal(mh_key_generate(MH_KTY_EC, 0, ec[i].c, &k), 0);
         assert_int_equal(mh_key_curve(k), ec[i].c);
@@ -207,12 +208,9 @@ static void test_refcount(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_names),
-        cmocka_unit_test(test_generate_each_kind),
-        cmocka_unit_test(test_rsa4096),
-        cmocka_unit_test(test_unsupported_parameters),
-        cmocka_unit_test(test_from_pkey_rules),
-        cmocka_unit_test(test_refcount),
+        cmocka_unit_test(test_names),           cmocka_unit_test(test_generate_each_kind),
+        cmocka_unit_test(test_rsa4096),         cmocka_unit_test(test_unsupported_parameters),
+        cmocka_unit_test(test_from_pkey_rules), cmocka_unit_test(test_refcount),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -83,8 +83,8 @@ static void test_garbage_refused(void **state)
     assert_non_null(sr);
     mhsm__v1__sign_request__free_unpacked(sr, NULL);
     /* a varint that never ends */
-    static const uint8_t endless[] = {0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                      0xff, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t endless[] = {0x20, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                      0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     assert_null(mhsm__v1__download_request__unpack(NULL, sizeof endless, endless));
 }
 

@@ -15,7 +15,8 @@ static void fill_secret(void)
 }
 
 /* Calls |fn| for every size-k subset of 0..n-1 (as a sorted index array). */
-static void subsets(unsigned n, unsigned k, void (*fn)(const unsigned *, unsigned, void *), void *arg)
+static void subsets(unsigned n, unsigned k, void (*fn)(const unsigned *, unsigned, void *),
+                    void *arg)
 {
     unsigned idx[16];
     for (unsigned i = 0; i < k; i++)
@@ -259,9 +260,12 @@ static void test_randomized(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_n3),           cmocka_unit_test(test_n5),
-        cmocka_unit_test(test_n10),          cmocka_unit_test(test_max_shares),
-        cmocka_unit_test(test_packing_by_hand), cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_n3),
+        cmocka_unit_test(test_n5),
+        cmocka_unit_test(test_n10),
+        cmocka_unit_test(test_max_shares),
+        cmocka_unit_test(test_packing_by_hand),
+        cmocka_unit_test(test_rejects),
         cmocka_unit_test(test_randomized),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -57,7 +57,8 @@ static void test_multiblock(void **state)
     (void)state;
     uint8_t key[16] = {1, 2, 3};
     struct mh_secret a = {0}, b = {0};
-    assert_int_equal(mh_sp108_derive(key, 16, (const uint8_t *)"L", 1, (const uint8_t *)"C", 1, 150, &a), 0);
+    assert_int_equal(
+        mh_sp108_derive(key, 16, (const uint8_t *)"L", 1, (const uint8_t *)"C", 1, 150, &a), 0);
     assert_int_equal(a.len, 150);
     uint8_t bits[4] = {0, 0, 0x04, 0xb0}; /* 1200 */
     for (uint8_t i = 1; i <= 3; i++) {
@@ -69,7 +70,8 @@ static void test_multiblock(void **state)
         size_t off = (size_t)(i - 1) * 64, n = i == 3 ? 22 : 64;
         assert_memory_equal(a.data + off, mac, n);
     }
-    assert_int_equal(mh_sp108_derive(key, 16, (const uint8_t *)"L", 1, (const uint8_t *)"C", 1, 64, &b), 0);
+    assert_int_equal(
+        mh_sp108_derive(key, 16, (const uint8_t *)"L", 1, (const uint8_t *)"C", 1, 64, &b), 0);
     assert_memory_not_equal(a.data, b.data, 64);
     mh_secret_free(&a);
     mh_secret_free(&b);
