@@ -2,7 +2,7 @@
 # Installs every Debian package mhsm needs to build, test and run. Idempotent.
 set -euo pipefail
 PKGS=(
-  build-essential cmake pkg-config git
+  build-essential cmake pkg-config git clang-format
   libssl-dev openssl
   libuv1-dev libraft-dev
   libprotobuf-c-dev protobuf-c-compiler
