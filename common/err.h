@@ -42,7 +42,26 @@
     X(MH_ESHARES, -10027, "not enough distinct shares to reach the quorum")                        \
     X(MH_ENOTFOUND, -10028, "not found")                                                           \
     X(MH_EEXIST, -10029, "already exists")                                                         \
-    X(MH_EUNIMPLEMENTED, -10030, "not implemented")
+    X(MH_EUNIMPLEMENTED, -10030, "not implemented")                                                \
+    X(MH_ENOTACTIVE, -10031, "security domain not activated")                                      \
+    X(MH_EACTIVE, -10032, "security domain already activated")                                     \
+    X(MH_EDELETED, -10033, "the name belongs to a deleted key; recover or purge it first")         \
+    X(MH_ENOTDELETED, -10034, "the key is not deleted")                                            \
+    X(MH_EDISABLED, -10035, "the key is disabled")                                                 \
+    X(MH_ENOTYET, -10036, "the key is not yet valid (nbf is in the future)")                       \
+    X(MH_EEXPIRED, -10037, "the key has expired (exp is in the past)")                             \
+    X(MH_EKEYOPS, -10038, "operation not permitted by the key's key_ops")                          \
+    X(MH_ELIMIT, -10039, "a configured limit was reached")                                         \
+    X(MH_ESTORE, -10040, "storage failure")                                                        \
+    X(MH_EUNAVAILABLE, -10041, "service unavailable: no leader or shutting down")                  \
+    X(MH_ECANCELLED, -10042, "request cancelled")                                                  \
+    X(MH_ETIMEDOUT, -10043, "deadline exceeded")                                                   \
+    X(MH_EDOMAIN, -10044, "made by a different security domain")                                   \
+    X(MH_ECONFIG, -10045, "invalid configuration")                                                 \
+    X(MH_EPERM, -10046, "permission denied")                                                       \
+    X(MH_EBACKUP, -10047, "malformed or tampered key backup")                                      \
+    X(MH_ECORRUPT, -10048, "stored state is corrupt")                                              \
+    X(MH_EPROTO, -10049, "malformed protocol message")
 
 enum mh_err {
     MH_OK = 0,

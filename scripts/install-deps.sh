@@ -10,6 +10,7 @@ PKGS=(
   libnghttp2-dev
   libjansson-dev libinih-dev
   libcmocka-dev
+  python3 python3-grpcio python3-protobuf protobuf-compiler nghttp2-client
 )
 missing=()
 for p in "${PKGS[@]}"; do

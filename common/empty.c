@@ -1,0 +1,2 @@
+/* empty: keeps a module library buildable while its directory has no sources. */
+typedef int mh_empty_unit_;

@@ -1,0 +1,58 @@
+/* fsm: the deterministic state machine: applies one Command to LMDB in one transaction.
+ *
+ * Apply reads no clock, no randomness and nothing node-local: every value comes from
+ * the command (Command.time is the proposer's clock). The same log therefore gives
+ * the same state on every node. Each apply commits, in the same LMDB transaction,
+ * the command's effects, the raft index as meta/applied_index, and (for a non-empty
+ * request id) a RequestRecord; a command whose request id is already recorded
+ * changes nothing and returns the recorded outcome (idempotent retries after
+ * LEADERSHIPLOST or a client retry).
+ *
+ * A command that is valid protobuf but breaks a rule (name exists as deleted, too
+ * many versions, unknown key) is a deterministic, recorded failure: result.rc < 0,
+ * nothing else changes. Only LMDB failures are returned as errors from
+ * mh_fsm_apply itself (the node must then stop: its state would diverge).
+ *
+ * Loop thread only. */
+#ifndef MH_CONSENSUS_FSM_H
+#define MH_CONSENSUS_FSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "consensus/store.h"
+
+#define MH_FSM_MAX_COMMAND (4u << 20) /* larger entries are refused before unpacking */
+
+struct mh_fsm_result {
+    int rc;           /* 0 or a negative MH_E* outcome of the command */
+    char name[128];   /* the key the command touched ("" if none) */
+    char version[33]; /* AddKeyVersion / UpdateKeyVersion: the version ("" if none) */
+};
+
+/* Called after every successful commit (loop thread), e.g. to evict cached keys on
+ * purge. |cmd| is the decoded command, |res| its outcome. */
+typedef void (*mh_fsm_hook)(void *arg, const Mhsm__Internal__Command *cmd,
+                            const struct mh_fsm_result *res);
+
+struct mh_fsm;
+
+MH_MUST_USE int mh_fsm_new(struct mh_store *store, struct mh_fsm **out);
+void mh_fsm_free(struct mh_fsm *fsm);
+void mh_fsm_set_hook(struct mh_fsm *fsm, mh_fsm_hook hook, void *arg);
+
+/* mh_fsm_apply applies the packed Command in |buf| as raft entry |index|. Malformed
+ * or oversized entries are recorded failures (result.rc = MH_EPROTO), not errors.
+ * Entries with index <= the applied index are skipped (result.rc = 0).
+ * Errors: MH_ESTORE. */
+MH_MUST_USE int mh_fsm_apply(struct mh_fsm *fsm, uint64_t index, const uint8_t *buf, size_t len,
+                             struct mh_fsm_result *result);
+
+/* Logical snapshot of the whole state (every database, every record, the applied
+ * index) into |out| (malloc'd, caller frees) and restore from one. Restore replaces
+ * the state in one transaction. Errors: MH_ESTORE, MH_ECORRUPT (bad snapshot). */
+MH_MUST_USE int mh_fsm_snapshot(struct mh_fsm *fsm, uint8_t **out, size_t *len);
+MH_MUST_USE int mh_fsm_restore(struct mh_fsm *fsm, const uint8_t *buf, size_t len);
+
+#endif

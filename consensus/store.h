@@ -1,0 +1,90 @@
+/* store: the replicated key state in LMDB (schema, reads for services, writes for the FSM).
+ *
+ * One LMDB environment per node in <data_dir>/state/, opened once per process.
+ * Named databases:
+ *   meta      "applied_index" -> u64 big-endian; "domain" -> DomainRecord
+ *   keys      name -> KeyRecord
+ *   versions  name "\0" version -> KeyVersionRecord
+ *   requests  request_id -> RequestRecord
+ * Values are packed protobufs from proto/internal/state.proto. Key material is only
+ * ever stored sealed (KeyVersionRecord.sealed_material); the store never sees
+ * plaintext. Boot policy: the state is rebuilt from raft's snapshot + log at every
+ * start (tech-notes §5 option (a)), so the environment runs with MDB_NOSYNC and
+ * mh_store_open wipes it first; raft's log is the durability source.
+ *
+ * Read functions open their own short read transaction (MDB_NOTLS), copy what they
+ * return out of the map (callers free with the matching free function), and are
+ * safe on any thread, concurrently with the single writer. Names and versions passed
+ * in must already be validated by the caller (node/ validates every client string).
+ * Write functions are for consensus/fsm only and run on the loop thread. */
+#ifndef MH_CONSENSUS_STORE_H
+#define MH_CONSENSUS_STORE_H
+
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "internal/state.pb-c.h"
+
+struct mh_store;
+
+/* mh_store_open creates <dir> if needed, removes any previous environment files in it,
+ * and opens a fresh environment with |map_size| bytes of address space. Errors:
+ * -errno, MH_ESTORE (LMDB error, logged). */
+MH_MUST_USE int mh_store_open(const char *dir, size_t map_size, struct mh_store **out);
+void mh_store_close(struct mh_store *st);
+
+/* The LMDB environment and database handles, for consensus/fsm and snapshots. */
+MDB_env *mh_store_env(struct mh_store *st);
+
+/* ---- reads (any thread) ----------------------------------------------- */
+
+/* The raft index of the last applied command (0 when nothing was applied). */
+MH_MUST_USE int mh_store_applied_index(struct mh_store *st, uint64_t *out);
+
+/* The domain record. MH_ENOTFOUND before activation. */
+MH_MUST_USE int mh_store_get_domain(struct mh_store *st, Mhsm__Internal__DomainRecord **out);
+
+/* The per-name record, deleted or not. MH_ENOTFOUND when the name is unknown. */
+MH_MUST_USE int mh_store_get_key(struct mh_store *st, const char *name,
+                                 Mhsm__Internal__KeyRecord **out);
+
+/* One version (|version| NULL or "" = the latest) and, if |key_out| is not NULL, the
+ * per-name record, read in one transaction. A deleted key is MH_ENOTFOUND unless
+ * |deleted_ok|. Unknown name or version: MH_ENOTFOUND. */
+MH_MUST_USE int mh_store_get_version(struct mh_store *st, const char *name, const char *version,
+                                     bool deleted_ok, Mhsm__Internal__KeyRecord **key_out,
+                                     Mhsm__Internal__KeyVersionRecord **out);
+
+struct mh_store_key_entry {
+    Mhsm__Internal__KeyRecord *key;
+    Mhsm__Internal__KeyVersionRecord *latest;
+};
+
+/* mh_store_list_keys returns up to |max| keys in name order whose name sorts after
+ * |after| (NULL or "": from the start) and whose deleted flag equals |deleted|, with
+ * their latest version. |*more| is true when further matching keys exist. |out| has
+ * room for |max| entries; free with mh_store_key_entries_free. */
+MH_MUST_USE int mh_store_list_keys(struct mh_store *st, bool deleted, const char *after, size_t max,
+                                   struct mh_store_key_entry *out, size_t *n, bool *more);
+void mh_store_key_entries_free(struct mh_store_key_entry *entries, size_t n);
+
+/* mh_store_list_versions returns up to |max| versions of |name| (deleted keys too when
+ * |deleted_ok|) in version-id order after |after| (NULL or "": from the first). Unknown
+ * name: MH_ENOTFOUND. Free with mh_store_versions_free. */
+MH_MUST_USE int mh_store_list_versions(struct mh_store *st, const char *name, bool deleted_ok,
+                                       const char *after, size_t max,
+                                       Mhsm__Internal__KeyVersionRecord **out, size_t *n,
+                                       bool *more);
+void mh_store_versions_free(Mhsm__Internal__KeyVersionRecord **versions, size_t n);
+
+/* The outcome recorded for |request_id|. MH_ENOTFOUND when never applied. */
+MH_MUST_USE int mh_store_get_request(struct mh_store *st, const char *request_id,
+                                     Mhsm__Internal__RequestRecord **out);
+
+/* Free any record returned above (NULL is fine). */
+void mh_store_free(void *protobuf_message);
+
+#endif
