@@ -1,0 +1,517 @@
+"""mhtest: harness for mhsm's multi-process tests (test/cluster/test_*.py).
+
+Starts real mhsmd processes on loopback with certificates made by
+deploy/gen-certs.sh, drives them through the real `mhsm` CLI, and records
+checks. Every wait is bounded; every process started here is killed at exit.
+
+Environment (set by ctest, defaults for running a test by hand):
+  MH_BUILD_DIR    directory holding mhsmd and mhsm (default: <repo>/build)
+  MH_SOURCE_DIR   the repository (default: two levels above this file)
+  MH_TEST_TMPDIR  parent of the per-test temporary directory (default: /tmp)
+  MH_KEEP_TMP=1   keep the temporary directory even when every check passed
+  MH_READY_TIMEOUT seconds to wait for a node to become ready (default 60)
+
+A test makes one Harness, runs its steps inside `with h.section(...)`, and
+ends with h.finish(), which prints `N passed, N failed` and exits non-zero
+when any check failed (or no check ran at all).
+"""
+
+import atexit
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+SOURCE_DIR = os.environ.get(
+    "MH_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BUILD_DIR = os.environ.get("MH_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
+TMP_PARENT = os.environ.get("MH_TEST_TMPDIR", "/tmp")
+READY_TIMEOUT = float(os.environ.get("MH_READY_TIMEOUT", "60"))
+CLI_TIMEOUT = 120  # seconds for one CLI process (generous for ASan builds)
+STOP_TIMEOUT = 30  # seconds for a SIGTERM'd node to exit
+
+_live_procs = []
+
+
+def _kill_live():
+    for p in list(_live_procs):
+        if p.poll() is None:
+            with contextlib.suppress(Exception):
+                p.kill()
+                p.wait(timeout=10)
+
+
+atexit.register(_kill_live)
+
+
+def _on_signal(signum, _frame):
+    _kill_live()
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
+
+
+# ---------------------------------------------------------------- encodings
+
+def b64u(data):
+    """base64url without padding, the CLI's output form for bytes."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64u(text):
+    """Decodes base64url (or standard base64), padded or not."""
+    if not isinstance(text, str):
+        raise ValueError("expected a base64 string, got %r" % (text,))
+    t = text.replace("-", "+").replace("_", "/")
+    return base64.b64decode(t + "=" * (-len(t) % 4), validate=True)
+
+
+def b64std(data):
+    return base64.b64encode(data).decode()
+
+
+# ------------------------------------------------- public keys for openssl
+
+def _der_len(n):
+    if n < 0x80:
+        return bytes([n])
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(b)]) + b
+
+
+def _der(tag, body):
+    return bytes([tag]) + _der_len(len(body)) + body
+
+
+def _der_int(raw):
+    raw = raw.lstrip(b"\x00") or b"\x00"
+    if raw[0] & 0x80:
+        raw = b"\x00" + raw
+    return _der(0x02, raw)
+
+
+def _der_oid(dotted):
+    parts = [int(x) for x in dotted.split(".")]
+    body = bytes([40 * parts[0] + parts[1]])
+    for p in parts[2:]:
+        chunk = [p & 0x7F]
+        p >>= 7
+        while p:
+            chunk.append(0x80 | (p & 0x7F))
+            p >>= 7
+        body += bytes(reversed(chunk))
+    return _der(0x06, body)
+
+
+def _pem(label, der):
+    b = base64.b64encode(der).decode()
+    lines = [b[i:i + 64] for i in range(0, len(b), 64)]
+    return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, "\n".join(lines), label)
+
+
+CURVE_OIDS = {"P-256": "1.2.840.10045.3.1.7", "P-384": "1.3.132.0.34",
+              "P-521": "1.3.132.0.35", "P-256K": "1.3.132.0.10"}
+CURVE_BYTES = {"P-256": 32, "P-384": 48, "P-521": 66, "P-256K": 32}
+
+
+def public_pem_from_jwk(key):
+    """SubjectPublicKeyInfo PEM built from the CLI's public JWK (n,e or crv,x,y)."""
+    if "n" in key:
+        rsa = _der(0x30, _der_int(unb64u(key["n"])) + _der_int(unb64u(key["e"])))
+        alg = _der(0x30, _der_oid("1.2.840.113549.1.1.1") + b"\x05\x00")
+        return _pem("PUBLIC KEY", _der(0x30, alg + _der(0x03, b"\x00" + rsa)))
+    crv = key["crv"]
+    point = b"\x04" + unb64u(key["x"]) + unb64u(key["y"])
+    alg = _der(0x30, _der_oid("1.2.840.10045.2.1") + _der_oid(CURVE_OIDS[crv]))
+    return _pem("PUBLIC KEY", _der(0x30, alg + _der(0x03, b"\x00" + point)))
+
+
+def ecdsa_raw_to_der(sig):
+    """JOSE r||s -> DER ECDSA-Sig-Value, the form openssl verifies."""
+    half = len(sig) // 2
+    return _der(0x30, _der_int(sig[:half]) + _der_int(sig[half:]))
+
+
+def openssl_key_fields(pem_path, passin=None):
+    """Fields of a private key as `openssl pkey -text` prints them: name -> bytes
+    (RSA: modulus, publicExponent, privateExponent, prime1, ...; EC: priv, pub)."""
+    args = ["pkey", "-in", pem_path, "-noout", "-text"]
+    if passin:
+        args += ["-passin", "pass:" + passin]
+    text = openssl(*args).decode()
+    fields, cur = {}, None
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9]+):\s*(.*)$", line)
+        if m:
+            cur = m.group(1)
+            rest = m.group(2).strip()
+            if re.match(r"^\d+ \(0x([0-9a-f]+)\)$", rest):  # publicExponent: 65537 (0x10001)
+                hx = re.match(r"^\d+ \(0x([0-9a-f]+)\)$", rest).group(1)
+                fields[cur] = bytes.fromhex(("0" * (len(hx) % 2)) + hx)
+                cur = None
+            else:
+                fields[cur] = b""
+            continue
+        if cur and re.match(r"^\s+[0-9a-f]{2}(:[0-9a-f]{2})*:?$", line):
+            fields[cur] += bytes.fromhex(line.strip().rstrip(":").replace(":", ""))
+        elif cur and line.strip() and not line.startswith(" "):
+            cur = None
+    return fields
+
+
+# ---------------------------------------------------------------- processes
+
+def free_ports(n):
+    """n distinct free TCP ports on 127.0.0.1 (held until all are picked)."""
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def run(argv, env=None, timeout=CLI_TIMEOUT, input_bytes=None, check=False):
+    """Runs a command; returns (rc, stdout bytes, stderr text). rc -999 on timeout."""
+    try:
+        p = subprocess.run(argv, env=env, input=input_bytes, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        return -999, e.stdout or b"", "timeout after %ss: %s" % (timeout, " ".join(argv))
+    if check and p.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(argv), p.returncode,
+                                                    p.stderr.decode(errors="replace")))
+    return p.returncode, p.stdout, p.stderr.decode(errors="replace")
+
+
+def openssl(*args, input_bytes=None):
+    """Runs the openssl CLI; raises on failure; returns stdout bytes."""
+    rc, out, err = run(["openssl"] + list(args), input_bytes=input_bytes)
+    if rc != 0:
+        raise RuntimeError("openssl %s failed (%d): %s" % (" ".join(args), rc, err.strip()))
+    return out
+
+
+class Result:
+    """Outcome of one CLI run: rc, json (parsed stdout or None), out (text), err (stderr)."""
+
+    def __init__(self, argv, rc, out, err):
+        self.argv = argv
+        self.rc = rc
+        self.out = out.decode(errors="replace")
+        self.err = err
+        try:
+            self.json = json.loads(self.out) if self.out.strip() else None
+        except ValueError:
+            self.json = None
+
+    @property
+    def status(self):
+        """The status name from `error: NAME: message` on stderr, or None."""
+        m = re.search(r"error: ([A-Z_]+)\b", self.err)
+        return m.group(1) if m else None
+
+    def describe(self):
+        cmd = " ".join(self.argv[1:])
+        if len(cmd) > 300:
+            cmd = cmd[:300] + "..."
+        return "`mhsm %s` -> rc=%s stdout=%r stderr=%r" % (cmd, self.rc, self.out[:400],
+                                                           self.err.strip()[:600])
+
+
+class Node:
+    """One mhsmd process with its own config, data directory and log file."""
+
+    def __init__(self, harness, name="node1", hsm_name="mhsm-test", api=None, limits=None,
+                 certs=None, raft_id=1):
+        self.h = harness
+        self.name = name
+        self.hsm_name = hsm_name
+        self.certs = certs or harness.certs
+        self.dir = os.path.join(harness.tmp, name)
+        self.data_dir = os.path.join(self.dir, "data")
+        self.log_path = os.path.join(self.dir, "mhsmd.log")
+        self.config_path = os.path.join(self.dir, "mhsmd.ini")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port, self.raft_port = free_ports(2)
+        self.endpoint = "127.0.0.1:%d" % self.port
+        self.api_extra = dict(api or {})
+        self.limits = dict(limits or {})
+        self.raft_id = raft_id
+        self.proc = None
+        self._log_offset = 0
+        self.write_config()
+
+    def write_config(self):
+        c = self.certs
+        lines = [
+            "; written by test/cluster/mhtest.py",
+            "[node]",
+            "name = %s" % self.hsm_name,
+            "data_dir = %s" % self.data_dir,
+            "log_level = info",
+            "[api]",
+            "listen = %s" % self.endpoint,
+            "cert = %s" % os.path.join(c, "server.pem"),
+            "key = %s" % os.path.join(c, "server.key"),
+            "client_ca = %s" % os.path.join(c, "ca.pem"),
+        ]
+        lines += ["%s = %s" % kv for kv in self.api_extra.items()]
+        lines += ["[raft]", "id = %d" % self.raft_id,
+                  "address = 127.0.0.1:%d" % self.raft_port]
+        if self.limits:
+            lines.append("[limits]")
+            lines += ["%s = %s" % kv for kv in self.limits.items()]
+        lines += ["[workers]", "threads = 2", ""]
+        with open(self.config_path, "w") as f:
+            f.write("\n".join(lines))
+
+    # -- lifecycle
+
+    def start(self, wait=True):
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("%s already running" % self.name)
+        self._log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+        log = open(self.log_path, "ab")
+        self.h.say("start %s: %s --config %s (log %s)" % (self.name, self.h.mhsmd,
+                                                          self.config_path, self.log_path))
+        self.proc = subprocess.Popen([self.h.mhsmd, "--config", self.config_path],
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     cwd=self.dir)
+        log.close()
+        _live_procs.append(self.proc)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def log_text(self, since_start=False):
+        try:
+            with open(self.log_path, "rb") as f:
+                if since_start:
+                    f.seek(self._log_offset)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n=25):
+        return "\n".join(self.log_text(since_start=True).splitlines()[-n:])
+
+    def wait_ready(self, timeout=None):
+        """Waits for `comp=node ... ready` in the log (or health SERVING); raises on
+        timeout or exit."""
+        timeout = READY_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        next_health = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited with %s before ready; log:\n%s" %
+                                   (self.name, self.proc.returncode, self.log_tail()))
+            for line in self.log_text(since_start=True).splitlines():
+                if "comp=node" in line and re.search(r"\bready\b", line):
+                    self.h.say("%s ready on %s" % (self.name, self.endpoint))
+                    return
+            if time.monotonic() >= next_health:
+                next_health = time.monotonic() + 2
+                r = self.cli("health", timeout=10)
+                if r.rc == 0 and isinstance(r.json, dict) and r.json.get("status") == "SERVING":
+                    self.h.say("%s SERVING on %s (no ready line seen)" % (self.name,
+                                                                          self.endpoint))
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("%s not ready after %ss; log:\n%s" % (self.name, timeout,
+                                                                  self.log_tail()))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """SIGTERM and wait (bounded); returns the exit status (None if it had to be
+        killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        self.h.say("SIGTERM %s (pid %d)" % (self.name, self.proc.pid))
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.h.say("%s did not exit within %ss of SIGTERM: kill -9" % (self.name,
+                                                                          STOP_TIMEOUT))
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            return None
+
+    def kill9(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.h.say("kill -9 %s (pid %d)" % (self.name, self.proc.pid))
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    # -- client
+
+    def env(self, cert="admin", **overrides):
+        """Environment for the CLI. cert: a name in the cert dir, or None for none.
+        overrides: MHSM_* = value, or None to remove the variable."""
+        e = dict(os.environ)
+        for k in ("MHSM_ENDPOINT", "MHSM_CA", "MHSM_CERT", "MHSM_KEY"):
+            e.pop(k, None)
+        e["MHSM_ENDPOINT"] = self.endpoint
+        e["MHSM_CA"] = os.path.join(self.h.certs, "ca.pem")
+        if cert is not None:
+            e["MHSM_CERT"] = os.path.join(self.h.certs, cert + ".pem")
+            e["MHSM_KEY"] = os.path.join(self.h.certs, cert + ".key")
+        for k, v in overrides.items():
+            if v is None:
+                e.pop(k, None)
+            else:
+                e[k] = v
+        return e
+
+    def cli(self, *args, cert="admin", env=None, timeout=CLI_TIMEOUT, quiet=False):
+        argv = [self.h.mhsm] + [str(a) for a in args]
+        e = env if env is not None else self.env(cert=cert)
+        rc, out, err = run(argv, env=e, timeout=timeout)
+        r = Result(argv, rc, out, err)
+        if not quiet:
+            self.h.trace(r)
+        return r
+
+    def activate(self, sd_file=None, quorum=2, retention_days=None):
+        sd_file = sd_file or os.path.join(self.dir, "sd.json")
+        args = ["security-domain", "download", "--sd-wrapping-keys"]
+        args += [os.path.join(self.h.certs, "sd%d.pem" % i) for i in (1, 2, 3)]
+        args += ["--sd-quorum", quorum, "--security-domain-file", sd_file]
+        if retention_days is not None:
+            args += ["--retention-days", retention_days]
+        return self.cli(*args)
+
+
+class Harness:
+    """Per-test state: temp dir, certificates, binaries, nodes, and the check tally."""
+
+    def __init__(self, test_name):
+        self.test_name = test_name
+        self.passed = 0
+        self.failed = 0
+        self.failures = []
+        self.nodes = []
+        self.verbose = os.environ.get("MH_VERBOSE", "1") != "0"
+        os.makedirs(TMP_PARENT, exist_ok=True)
+        self.tmp = tempfile.mkdtemp(prefix=test_name + ".", dir=TMP_PARENT)
+        self.say("test %s: temp dir %s, build dir %s" % (test_name, self.tmp, BUILD_DIR))
+        self.mhsmd = os.path.join(BUILD_DIR, "mhsmd")
+        self.mhsm = os.path.join(BUILD_DIR, "mhsm")
+        self.certs = os.path.join(self.tmp, "certs")
+        missing = [p for p in (self.mhsmd, self.mhsm) if not os.access(p, os.X_OK)]
+        if missing:
+            self.fail("binaries present", "missing: %s (build the mhsmd and mhsm targets)"
+                      % ", ".join(missing))
+            self.finish()
+        rc, out, err = run(["bash", os.path.join(SOURCE_DIR, "deploy", "gen-certs.sh"),
+                            self.certs], timeout=300)
+        if rc != 0:
+            self.fail("gen-certs.sh", err)
+            self.finish()
+
+    # -- output and tally
+
+    def say(self, msg):
+        print("  " + msg, flush=True)
+
+    def trace(self, r):
+        if self.verbose:
+            cmd = " ".join(r.argv[1:])
+            if len(cmd) > 160:
+                cmd = cmd[:160] + "..."
+            extra = ""
+            if r.rc != 0:
+                extra = "  [%s]" % r.err.strip().splitlines()[-1][:200] if r.err.strip() else ""
+            print("    $ mhsm %s -> %s%s" % (cmd, r.rc, extra), flush=True)
+
+    def ok(self, what):
+        self.passed += 1
+        print("PASS %s" % what, flush=True)
+        return True
+
+    def fail(self, what, detail=""):
+        self.failed += 1
+        self.failures.append(what)
+        print("FAIL %s%s" % (what, (": " + str(detail)) if detail else ""), flush=True)
+        return False
+
+    def check(self, cond, what, detail=""):
+        return self.ok(what) if cond else self.fail(what, detail)
+
+    def expect_ok(self, r, what):
+        """rc 0; returns the parsed JSON (or None)."""
+        if r.rc == 0:
+            self.ok(what)
+            return r.json
+        self.fail(what, r.describe())
+        return None
+
+    def expect_err(self, r, status, what, contains=None, rc=1):
+        """The server refused with |status| (exit 1 and `error: STATUS:` on stderr);
+        |contains|: a regex (case-insensitive) the message must match."""
+        good = r.rc == rc and (status is None or r.status == status)
+        if good and contains is not None:
+            good = re.search(contains, r.err, re.IGNORECASE) is not None
+        if good:
+            return self.ok(what)
+        want = "rc=%d status=%s%s" % (rc, status, (" message~/%s/" % contains) if contains else "")
+        return self.fail(what, "want %s, got %s" % (want, r.describe()))
+
+    @contextlib.contextmanager
+    def section(self, title):
+        """A group of steps; an exception inside is a failure, and the test goes on."""
+        print("== %s" % title, flush=True)
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 -- any error in a step is a test failure
+            self.fail("%s (exception)" % title, "%s: %s" % (type(e).__name__, e))
+            traceback.print_exc(file=sys.stdout)
+            sys.stdout.flush()
+
+    def node(self, name="node1", **kw):
+        n = Node(self, name=name, **kw)
+        self.nodes.append(n)
+        return n
+
+    def finish(self):
+        for n in self.nodes:
+            if n.running():
+                n.kill9()
+        _kill_live()
+        if self.passed == 0 and self.failed == 0:
+            self.fail("at least one check ran")
+        if self.failed:
+            print("failed checks:", flush=True)
+            for f in self.failures:
+                print("  - " + f, flush=True)
+            for n in self.nodes:
+                print("---- last lines of %s (%s):" % (n.name, n.log_path))
+                print("\n".join(n.log_text().splitlines()[-40:]))
+        print("%s: %d passed, %d failed" % (self.test_name, self.passed, self.failed),
+              flush=True)
+        if self.failed == 0 and os.environ.get("MH_KEEP_TMP") != "1":
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            print("temp dir kept: %s" % self.tmp, flush=True)
+        sys.exit(1 if self.failed else 0)
