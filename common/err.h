@@ -61,7 +61,8 @@
     X(MH_EPERM, -10046, "permission denied")                                                       \
     X(MH_EBACKUP, -10047, "malformed or tampered key backup")                                      \
     X(MH_ECORRUPT, -10048, "stored state is corrupt")                                              \
-    X(MH_EPROTO, -10049, "malformed protocol message")
+    X(MH_EPROTO, -10049, "malformed protocol message")                                             \
+    X(MH_ELOCKED, -10120, "data directory is in use by another process")
 
 enum mh_err {
     MH_OK = 0,
