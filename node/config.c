@@ -1,0 +1,217 @@
+#include "node/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+struct parse_ctx {
+    struct mh_config *cfg;
+    const char *path;
+    char *err;
+    size_t err_len;
+    bool failed;
+};
+
+static bool fail(struct parse_ctx *c, const char *section, const char *name, const char *why)
+{
+    if (!c->failed)
+        snprintf(c->err, c->err_len, "%s: [%s] %s: %s", c->path, section, name, why);
+    c->failed = true;
+    return false;
+}
+
+static bool copy_str(char *dst, size_t cap, const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n >= cap)
+        return false;
+    memcpy(dst, v, n + 1);
+    return true;
+}
+
+static bool parse_u64(const char *v, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (*v < '0' || *v > '9')
+        return false;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno != 0 || *end != '\0' || x < min || x > max)
+        return false;
+    *out = x;
+    return true;
+}
+
+static bool parse_hostport(const char *v, char *host, size_t host_cap, uint16_t *port)
+{
+    const char *colon = strrchr(v, ':');
+    if (colon == NULL || colon == v)
+        return false;
+    size_t hl = (size_t)(colon - v);
+    const char *h = v;
+    if (*h == '[' && hl >= 2 && h[hl - 1] == ']') { /* [::1]:8443 */
+        h++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= host_cap)
+        return false;
+    uint64_t p;
+    if (!parse_u64(colon + 1, 0, 65535, &p))
+        return false;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (uint16_t)p;
+    return true;
+}
+
+#define MATCH(s, n) (strcmp(section, s) == 0 && strcmp(name, n) == 0)
+#define NUM(var, min, max, type)                                                                   \
+    do {                                                                                           \
+        uint64_t x_;                                                                               \
+        if (!parse_u64(value, min, max, &x_))                                                      \
+            return fail(c, section, name, "must be an integer in " #min ".." #max);                \
+        var = (type)x_;                                                                            \
+        return true;                                                                               \
+    } while (0)
+#define STR(var)                                                                                   \
+    do {                                                                                           \
+        if (!copy_str(var, sizeof(var), value))                                                    \
+            return fail(c, section, name, "empty or too long");                                    \
+        return true;                                                                               \
+    } while (0)
+
+/* Debian's libinih is built without INI_HANDLER_LINENO: errors name the section and
+ * option instead of the line. */
+static int on_entry(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse_ctx *c = user;
+    struct mh_config *cfg = c->cfg;
+    if (c->failed)
+        return 0;
+    if (name == NULL) /* a section header on its own */
+        return 1;
+    if (MATCH("node", "name")) {
+        for (const char *p = value; *p; p++)
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
+                return fail(c, section, name, "only letters, digits, '-' and '.'");
+        STR(cfg->name);
+    }
+    if (MATCH("node", "data_dir"))
+        STR(cfg->data_dir);
+    if (MATCH("node", "log_level")) {
+        int l = mh_log_level_from_name(value);
+        if (l < 0)
+            return fail(c, section, name, "must be debug, info, warn or error");
+        cfg->log_level = l;
+        return 1;
+    }
+    if (MATCH("api", "listen")) {
+        if (!parse_hostport(value, cfg->api_host, sizeof cfg->api_host, &cfg->api_port))
+            return fail(c, section, name, "must be HOST:PORT");
+        return 1;
+    }
+    if (MATCH("api", "cert"))
+        STR(cfg->cert);
+    if (MATCH("api", "key"))
+        STR(cfg->key);
+    if (MATCH("api", "client_ca"))
+        STR(cfg->client_ca);
+    if (MATCH("api", "max_message_bytes"))
+        NUM(cfg->max_message, 1024, 67108864, size_t);
+    if (MATCH("api", "max_streams"))
+        NUM(cfg->max_streams, 1, 10000, uint32_t);
+    if (MATCH("api", "max_connections"))
+        NUM(cfg->max_connections, 1, 100000, uint32_t);
+    if (MATCH("raft", "id"))
+        NUM(cfg->raft_id, 1, 1000000, uint64_t);
+    if (MATCH("raft", "address"))
+        STR(cfg->raft_address);
+    if (MATCH("raft", "election_timeout_ms"))
+        NUM(cfg->election_timeout_ms, 100, 60000, unsigned);
+    if (MATCH("raft", "heartbeat_ms"))
+        NUM(cfg->heartbeat_ms, 10, 10000, unsigned);
+    if (MATCH("raft", "snapshot_threshold"))
+        NUM(cfg->snapshot_threshold, 16, 10000000, unsigned);
+    if (MATCH("limits", "retention_days_default"))
+        NUM(cfg->retention_days_default, 7, 90, unsigned);
+    if (MATCH("limits", "max_versions_per_key"))
+        NUM(cfg->max_versions_per_key, 1, 10000, unsigned);
+    if (MATCH("limits", "lmdb_map_size_mb"))
+        NUM(cfg->lmdb_map_size, 16, 1048576, size_t) /* scaled after parsing */;
+    if (MATCH("workers", "threads"))
+        NUM(cfg->threads, 0, 256, unsigned);
+    if (MATCH("seal", "provider")) {
+        if (strcmp(value, "file") != 0)
+            return fail(c, section, name, "only \"file\" is supported");
+        return 1;
+    }
+    if (MATCH("seal", "key_file"))
+        STR(cfg->seal_key_file);
+    return fail(c, section, name, "unknown option");
+}
+
+int mh_config_load(const char *path, struct mh_config *cfg, char *err, size_t err_len)
+{
+    memset(cfg, 0, sizeof *cfg);
+    strcpy(cfg->name, "mhsm.local");
+    cfg->log_level = MH_LOG_INFO;
+    strcpy(cfg->api_host, "127.0.0.1");
+    cfg->api_port = 8443;
+    cfg->max_message = 4u << 20;
+    cfg->max_streams = 100;
+    cfg->max_connections = 1024;
+    cfg->raft_id = 1;
+    strcpy(cfg->raft_address, "127.0.0.1:9443");
+    cfg->election_timeout_ms = 1000;
+    cfg->heartbeat_ms = 100;
+    cfg->snapshot_threshold = 1024;
+    cfg->retention_days_default = 90;
+    cfg->max_versions_per_key = 100;
+    cfg->lmdb_map_size = 8192; /* MiB */
+    struct parse_ctx c = {.cfg = cfg, .path = path, .err = err, .err_len = err_len};
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        int e = errno;
+        snprintf(err, err_len, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    int rv = ini_parse_file(f, on_entry, &c);
+    fclose(f);
+    if (c.failed)
+        return MH_ECONFIG;
+    if (rv != 0) {
+        snprintf(err, err_len, "%s:%d: syntax error", path, rv);
+        return MH_ECONFIG;
+    }
+    cfg->lmdb_map_size *= (size_t)1 << 20;
+    const char *missing = cfg->data_dir[0] == '\0'    ? "[node] data_dir"
+                          : cfg->cert[0] == '\0'      ? "[api] cert"
+                          : cfg->key[0] == '\0'       ? "[api] key"
+                          : cfg->client_ca[0] == '\0' ? "[api] client_ca"
+                                                      : NULL;
+    if (missing != NULL) {
+        snprintf(err, err_len, "%s: %s is required", path, missing);
+        return MH_ECONFIG;
+    }
+    if (cfg->heartbeat_ms * 2 > cfg->election_timeout_ms) {
+        snprintf(err, err_len,
+                 "%s: [raft] heartbeat_ms must be at most half of election_timeout_ms", path);
+        return MH_ECONFIG;
+    }
+    if (cfg->seal_key_file[0] == '\0') {
+        int n = snprintf(cfg->seal_key_file, sizeof cfg->seal_key_file, "%s/node-seal.key",
+                         cfg->data_dir);
+        if (n < 0 || (size_t)n >= sizeof cfg->seal_key_file) {
+            snprintf(err, err_len, "%s: [node] data_dir too long", path);
+            return MH_ECONFIG;
+        }
+    }
+    return 0;
+}

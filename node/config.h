@@ -1,0 +1,47 @@
+/* config: mhsmd's INI configuration (libinih), with defaults, ranges and precise errors.
+ *
+ * deploy/mhsmd.example.ini documents every option. Unknown sections or keys,
+ * values out of range and missing required options are errors that name the
+ * file, section and option: a typo must never silently fall back to a default. */
+#ifndef MH_NODE_CONFIG_H
+#define MH_NODE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+struct mh_config {
+    /* [node] */
+    char name[128];     /* HSM name in kid URIs; default "mhsm.local" */
+    char data_dir[512]; /* required */
+    int log_level;      /* enum mh_log_level; default info */
+    /* [api] */
+    char api_host[64];                        /* from listen; default 127.0.0.1 */
+    uint16_t api_port;                        /* default 8443 */
+    char cert[512], key[512], client_ca[512]; /* required */
+    size_t max_message;                       /* default 4 MiB; 1 KiB .. 64 MiB */
+    uint32_t max_streams;                     /* default 100 */
+    uint32_t max_connections;                 /* default 1024 */
+    /* [raft] */
+    uint64_t raft_id;             /* default 1 */
+    char raft_address[128];       /* default 127.0.0.1:9443 */
+    unsigned election_timeout_ms; /* default 1000 */
+    unsigned heartbeat_ms;        /* default 100 */
+    unsigned snapshot_threshold;  /* default 1024 */
+    /* [limits] */
+    unsigned retention_days_default; /* default 90; 7..90 */
+    unsigned max_versions_per_key;   /* default 100; 1..10000 */
+    size_t lmdb_map_size;            /* default 8 GiB */
+    /* [workers] */
+    unsigned threads; /* 0 = one per CPU */
+    /* [seal] */
+    char seal_key_file[512]; /* default <data_dir>/node-seal.key */
+};
+
+/* mh_config_load reads |path| into |cfg| (defaults first). On error writes one
+ * line naming file, section and option into |err| and returns MH_ECONFIG (or -errno
+ * when the file cannot be opened). */
+MH_MUST_USE int mh_config_load(const char *path, struct mh_config *cfg, char *err, size_t err_len);
+
+#endif

@@ -1,0 +1,38 @@
+/* keycache: decoded key versions in memory, so a hot key is unsealed once, not per request.
+ *
+ * Keyed by (name, version). Material only ever enters through mh_unseal_key from
+ * the record's sealed bytes; entries hold a reference to an immutable struct
+ * mh_key (crypto/key.h), so a caller keeps using its key even if the entry is
+ * evicted meanwhile. Bounded: the least recently used entry goes when full.
+ * Deleting or purging a key evicts all its versions (mh_keycache_evict_name).
+ *
+ * Thread-safe (one mutex; lookups are short). */
+#ifndef MH_NODE_KEYCACHE_H
+#define MH_NODE_KEYCACHE_H
+
+#include <stddef.h>
+
+#include "common/err.h"
+#include "crypto/key.h"
+#include "internal/state.pb-c.h"
+#include "node/domain.h"
+
+struct mh_keycache;
+
+MH_MUST_USE int mh_keycache_new(size_t capacity, struct mh_keycache **out);
+void mh_keycache_free(struct mh_keycache *kc);
+
+/* mh_keycache_get returns in *out a new reference to the key of |rec|, unsealing it
+ * under |d|'s key-wrapping key on a miss (slow for RSA: call from a worker thread).
+ * Errors: those of mh_unseal_key (MH_EAUTH means the record was not sealed by this
+ * domain for this name/version/kty: corrupt state), MH_ENOMEM. */
+MH_MUST_USE int mh_keycache_get(struct mh_keycache *kc, const struct mh_domain *d,
+                                const Mhsm__Internal__KeyVersionRecord *rec, struct mh_key **out);
+
+/* Drop every cached version of |name|. */
+void mh_keycache_evict_name(struct mh_keycache *kc, const char *name);
+
+/* Number of cached entries (for tests and metrics). */
+size_t mh_keycache_size(struct mh_keycache *kc);
+
+#endif

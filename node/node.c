@@ -1,0 +1,55 @@
+#include "node/node.h"
+
+#include <string.h>
+#include <time.h>
+
+#include "crypto/rand.h"
+#include "node/status.h"
+
+bool mh_node_gate(struct mh_node *n, struct mh_rpc_call *call, bool need_domain)
+{
+    if (n->stopping) {
+        mh_rpc_fail(call, MH_GRPC_UNAVAILABLE, "the node is shutting down; retry on another node");
+        return false;
+    }
+    if (!n->ready) {
+        mh_rpc_fail(call, MH_GRPC_UNAVAILABLE, "the node is starting; retry shortly");
+        return false;
+    }
+    if (need_domain && n->domain == NULL) {
+        mh_rpc_fail(call, MH_GRPC_FAILED_PRECONDITION,
+                    "the HSM is not activated: download the security domain first "
+                    "(mhsm security-domain download --sd-wrapping-keys c1.pem c2.pem c3.pem "
+                    "--sd-quorum 2 --security-domain-file sd.json)");
+        return false;
+    }
+    return true;
+}
+
+int64_t mh_node_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+int mh_node_request_id(const char *client, char out[65])
+{
+    size_t n = strlen(client);
+    if (n == 0) {
+        uint8_t r[16];
+        MH_TRY(mh_rand_bytes(r, sizeof r));
+        static const char hex[] = "0123456789abcdef";
+        for (size_t i = 0; i < sizeof r; i++) {
+            out[2 * i] = hex[r[i] >> 4];
+            out[2 * i + 1] = hex[r[i] & 15];
+        }
+        out[32] = '\0';
+        return 0;
+    }
+    if (n > 64)
+        return MH_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (client[i] < 0x21 || client[i] > 0x7e)
+            return MH_EINVAL;
+    memcpy(out, client, n + 1);
+    return 0;
+}
