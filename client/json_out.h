@@ -1,0 +1,42 @@
+/* json_out: renders mhsm.v1 responses as the CLI's JSON (Azure Key Vault shapes) and tables.
+ *
+ * Shapes (the CLI contract): KeyBundle {"key":{"kid","kty","key_ops","n","e","crv","x",
+ * "y"}, "attributes":{"enabled","nbf","exp","created","updated","recoverableDays",
+ * "recoveryLevel","exportable"}, "tags":{}} with only the members that are present;
+ * DeletedKeyBundle adds "recoveryId", "deletedDate", "scheduledPurgeDate"; KeyItem
+ * {"kid","attributes","tags"}, DeletedKeyItem adds the same three. Bytes are
+ * base64url without padding, times Unix seconds.
+ *
+ * Strings from the server are checked for UTF-8 (jansson refuses anything else):
+ * such a response gives MH_EPROTO, never a mangled document.
+ *
+ * Thread safety: pure functions; the returned json_t belongs to the caller. */
+#ifndef MH_CLIENT_JSON_OUT_H
+#define MH_CLIENT_JSON_OUT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "common/err.h"
+#include "mhsm/v1/keys.pb-c.h"
+
+/* Each of these builds a new object into *out. Errors: MH_EPROTO (invalid UTF-8 or a
+ * missing required sub-message), MH_ENOMEM. */
+MH_MUST_USE int mh_json_out_key_bundle(const Mhsm__V1__KeyBundle *kb, json_t **out);
+MH_MUST_USE int mh_json_out_deleted_key_bundle(const Mhsm__V1__DeletedKeyBundle *d, json_t **out);
+MH_MUST_USE int mh_json_out_key_item(const Mhsm__V1__KeyItem *it, json_t **out);
+MH_MUST_USE int mh_json_out_deleted_key_item(const Mhsm__V1__DeletedKeyItem *it, json_t **out);
+
+/* Sets obj[name] to the string |s| (MH_EPROTO if not UTF-8) / to the base64url of
+ * |len| bytes at |p|. */
+MH_MUST_USE int mh_json_out_set_str(json_t *obj, const char *name, const char *s);
+MH_MUST_USE int mh_json_out_set_b64url(json_t *obj, const char *name, const uint8_t *p, size_t len);
+
+/* mh_json_out_print writes |j| to |f|: JSON (2-space indent, sorted keys, newline) or,
+ * with |table|, aligned "name  value" lines for an object (nested members flattened
+ * as "a.b") or one aligned row per element for an array of objects. Errors: MH_ENOMEM,
+ * -EIO when writing fails. */
+MH_MUST_USE int mh_json_out_print(const json_t *j, bool table, FILE *f);
+
+#endif
