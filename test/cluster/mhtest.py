@@ -19,6 +19,8 @@ when any check failed (or no check ran at all).
 import atexit
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -168,6 +170,90 @@ def openssl_key_fields(pem_path, passin=None):
         elif cur and line.strip() and not line.startswith(" "):
             cur = None
     return fields
+
+
+# ------------------------------------- security-domain file, independently
+
+def sp800_108_hmac_sha512(key, label, context, bits):
+    """NIST SP 800-108 counter-mode KDF, PRF HMAC-SHA-512 (the SD file's KDF)."""
+    out = b""
+    i = 1
+    while len(out) * 8 < bits:
+        msg = i.to_bytes(4, "big") + label + b"\x00" + context + bits.to_bytes(4, "big")
+        out += hmac.new(key, msg, hashlib.sha512).digest()
+        i += 1
+    return out[:bits // 8]
+
+
+def jwe_a256cbc_hs512_decrypt(compact, cek):
+    """Decrypts a compact JWE with enc A256CBC-HS512 under the 64-byte |cek|
+    (RFC 7518 5.2): checks the tag, then AES-256-CBC with the openssl CLI."""
+    parts = compact.split(".")
+    if len(parts) != 5:
+        raise ValueError("compact JWE needs 5 parts, has %d" % len(parts))
+    aad = parts[0].encode()
+    iv, ct, tag = unb64u(parts[2]), unb64u(parts[3]), unb64u(parts[4])
+    al = (len(aad) * 8).to_bytes(8, "big")
+    want = hmac.new(cek[:32], aad + iv + ct + al, hashlib.sha512).digest()[:32]
+    if not hmac.compare_digest(want, tag):
+        raise ValueError("JWE tag mismatch")
+    return openssl("enc", "-d", "-aes-256-cbc", "-K", cek[32:].hex(), "-iv", iv.hex(),
+                   input_bytes=ct)
+
+
+def shamir_combine_gf257(shares):
+    """Combines packed shares (little-endian uint16 (x << 9) | v per byte)."""
+    n = len(shares[0]) // 2
+    out = bytearray()
+    for i in range(n):
+        pts = []
+        for s in shares:
+            w = int.from_bytes(s[2 * i:2 * i + 2], "little")
+            pts.append((w >> 9, w & 0x1FF))
+        acc = 0
+        for j, (xj, vj) in enumerate(pts):
+            num, den = 1, 1
+            for m, (xm, _) in enumerate(pts):
+                if m != j:
+                    num = num * xm % 257
+                    den = den * (xm - xj) % 257
+            acc = (acc + vj * num * pow(den, 255, 257)) % 257
+        if acc > 255:
+            raise ValueError("combined value out of byte range")
+        out.append(acc)
+    return bytes(out)
+
+
+def sd_recover(sd, custodians):
+    """Recovers the SD file's master key and data items with the custodians' RSA keys
+    [(cert_pem_path, key_path), ...], using only openssl and the standard library.
+    Returns (master_key, {tag: plaintext})."""
+    by_thumb = {}
+    for cert, key in custodians:
+        der = openssl("x509", "-in", cert, "-outform", "DER")
+        by_thumb[b64u(hashlib.sha256(der).digest())] = key
+    shares = []
+    for item in sd["SharedKeys"]["enc_shares"]:
+        key = by_thumb.get(item["x5t_256"])
+        if key is None:
+            continue
+        parts = item["enc_key"].split(".")
+        header = json.loads(unb64u(parts[0]))
+        if header.get("alg") != "RSA-OAEP-256" or header.get("enc") != "A256CBC-HS512":
+            raise ValueError("unexpected share JWE header %r" % header)
+        cek = openssl("pkeyutl", "-decrypt", "-inkey", key, "-pkeyopt",
+                      "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256", "-pkeyopt",
+                      "rsa_mgf1_md:sha256", input_bytes=unb64u(parts[1]))
+        shares.append(jwe_a256cbc_hs512_decrypt(item["enc_key"], cek))
+    if len(shares) < sd["SharedKeys"]["required"]:
+        raise ValueError("only %d shares for quorum %d" % (len(shares),
+                                                           sd["SharedKeys"]["required"]))
+    master = shamir_combine_gf257(shares)
+    items = {}
+    for d in sd["EncData"]["data"]:
+        cek = sp800_108_hmac_sha512(master, d["tag"].encode(), b"", 512)
+        items[d["tag"]] = jwe_a256cbc_hs512_decrypt(d["compact_jwe"], cek)
+    return master, items
 
 
 # ---------------------------------------------------------------- processes

@@ -1,0 +1,233 @@
+"""No plaintext at rest: import an AES-256 key with known bytes (JWK) and an RSA key
+with a known private exponent (PEM made by openssl), use both (encrypt/decrypt, sign,
+wrap), back them up, stop the node with SIGTERM, then search every file of the node's
+directory (data directory, raft log, LMDB, sealed files, the log) and the backup blobs
+for those secrets and for the plaintexts, digests and signatures that went through the
+node: raw bytes, hex, and base64/base64url at every alignment. Positive controls prove
+the search finds each pattern where it is known to be.
+
+Run: MH_BUILD_DIR=build /usr/bin/python3 test/cluster/test_no_plaintext.py
+"""
+
+import base64
+import json
+import os
+import stat
+import sys
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mhtest  # noqa: E402
+from mhtest import b64u, unb64u  # noqa: E402
+
+h = mhtest.Harness("test_no_plaintext")
+node = h.node("node1")
+secret_dir = os.path.join(h.tmp, "secrets")  # outside the node's directory
+os.makedirs(secret_dir, exist_ok=True)
+
+
+def spath(name, data=None):
+    p = os.path.join(secret_dir, name)
+    if data is not None:
+        with open(p, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+    return p
+
+
+def patterns(secret):
+    """Byte patterns any stored copy of |secret| (>= 32 bytes) would contain:
+    raw, hex (both cases) of a 16-byte slice, and for base64 and base64url the encoding
+    of a 27-byte slice at each of the 3 alignments a larger encoding can put it in."""
+    s = secret[:32] if len(secret) >= 32 else secret
+    pats = {"raw": [s], "hex": [s[:16].hex().encode(), s[:16].hex().upper().encode()],
+            "base64": [], "base64url": []}
+    for phase in range(3):
+        chunk = s[phase:phase + 27]
+        pats["base64"].append(base64.b64encode(chunk))
+        pats["base64url"].append(base64.urlsafe_b64encode(chunk))
+    return pats
+
+
+def files_under(root):
+    for dp, _, fns in os.walk(root):
+        for fn in fns:
+            yield os.path.join(dp, fn)
+
+
+def search(paths, secret):
+    """[(path, form)] where a pattern of |secret| occurs."""
+    hits = []
+    pats = patterns(secret)
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        for form, plist in pats.items():
+            if any(x in data for x in plist):
+                hits.append((os.path.relpath(p, h.tmp), form))
+    return hits
+
+
+try:
+    node.start()
+    with h.section("activate"):
+        h.expect_ok(node.activate(), "security-domain download")
+
+    secrets = {}  # label -> bytes that must never be at rest
+    with h.section("import an AES-256 key with known bytes (JWK)"):
+        k = os.urandom(32)
+        secrets["AES key k"] = k
+        jwk_path = spath("aes.jwk", json.dumps({"kty": "oct", "k": b64u(k)}))
+        r = node.cli("key", "import", "--name", "known-aes", "--jwk-file", jwk_path)
+        h.expect_ok(r, "import oct JWK")
+        h.check(r.rc == 0 and r.json["key"]["kty"] == "oct-HSM" and "k" not in r.json["key"],
+                "imported as oct-HSM, k never returned", r.describe())
+
+    with h.section("import an RSA key with a known private exponent (PEM)"):
+        pem = spath("rsa.pem")
+        mhtest.openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                       "-out", pem)
+        f = mhtest.openssl_key_fields(pem)
+        d = f["privateExponent"].lstrip(b"\x00")
+        h.check(len(d) >= 250, "d extracted from `openssl pkey -text` (%d bytes)" % len(d))
+        secrets["RSA d (bytes 0..32)"] = d[:32]
+        secrets["RSA d (bytes 100..132)"] = d[100:132]
+        secrets["RSA d (last 32 bytes)"] = d[-32:]
+        secrets["RSA p (bytes 8..40)"] = f["prime1"].lstrip(b"\x00")[8:40]
+        secrets["RSA q (bytes 8..40)"] = f["prime2"].lstrip(b"\x00")[8:40]
+        r = node.cli("key", "import", "--name", "known-rsa", "--pem-file", pem)
+        h.expect_ok(r, "import RSA PEM")
+        h.check(r.rc == 0 and unb64u(r.json["key"]["n"]) == f["modulus"].lstrip(b"\x00")
+                and "d" not in r.json["key"], "imported modulus matches, d never returned",
+                r.describe())
+
+    with h.section("use both keys"):
+        msg = os.urandom(48)
+        secrets["plaintext (GCM)"] = msg
+        r = node.cli("key", "encrypt", "--name", "known-aes", "--algorithm", "A256GCM",
+                     "--value", b64u(msg))
+        h.expect_ok(r, "A256GCM encrypt")
+        g = r.json
+        r = node.cli("key", "decrypt", "--name", "known-aes", "--algorithm", "A256GCM",
+                     "--value", g["result"], "--iv", g["iv"], "--tag", g["tag"])
+        h.check(r.rc == 0 and unb64u(r.json["result"]) == msg, "A256GCM decrypt", r.describe())
+        # The server really holds k: its CBC output equals openssl's with the same k and iv.
+        iv = os.urandom(16)
+        msg2 = os.urandom(64)
+        secrets["plaintext (CBC)"] = msg2
+        r = node.cli("key", "encrypt", "--name", "known-aes", "--algorithm", "A256CBCPAD",
+                     "--value", b64u(msg2), "--iv", b64u(iv))
+        want = mhtest.openssl("enc", "-aes-256-cbc", "-K", k.hex(), "-iv", iv.hex(),
+                              input_bytes=msg2)
+        h.check(r.rc == 0 and unb64u(r.json["result"]) == want,
+                "A256CBCPAD ciphertext equals openssl's with the known key", r.describe())
+        cek = os.urandom(32)
+        secrets["wrapped key (A256KW)"] = cek
+        r = node.cli("key", "wrap", "--name", "known-aes", "--algorithm", "A256KW", "--value",
+                     b64u(cek))
+        h.expect_ok(r, "A256KW wrap")
+        r = node.cli("key", "unwrap", "--name", "known-aes", "--algorithm", "A256KW",
+                     "--value", r.json["result"] if r.rc == 0 else "AA")
+        h.check(r.rc == 0 and unb64u(r.json["result"]) == cek, "A256KW unwrap", r.describe())
+
+        dg = os.urandom(32)
+        secrets["digest"] = dg
+        r = node.cli("key", "sign", "--name", "known-rsa", "--algorithm", "RS256", "--digest",
+                     b64u(dg))
+        h.expect_ok(r, "RS256 sign")
+        sig = unb64u(r.json["signature"]) if r.rc == 0 else b""
+        secrets["signature"] = sig
+        rc, out, err = mhtest.run(["openssl", "pkeyutl", "-verify", "-inkey", pem, "-in",
+                                   spath("dg.bin", dg), "-sigfile", spath("sig.bin", sig),
+                                   "-pkeyopt", "digest:sha256"])
+        h.check(rc == 0, "openssl verifies the signature with the original key", err)
+        msg3 = os.urandom(40)
+        secrets["plaintext (RSA-OAEP-256)"] = msg3
+        ct = mhtest.openssl("pkeyutl", "-encrypt", "-inkey", pem, "-pkeyopt",
+                            "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256",
+                            "-pkeyopt", "rsa_mgf1_md:sha256", input_bytes=msg3)
+        r = node.cli("key", "decrypt", "--name", "known-rsa", "--algorithm", "RSA-OAEP-256",
+                     "--value", b64u(ct))
+        h.check(r.rc == 0 and unb64u(r.json["result"]) == msg3,
+                "RSA-OAEP-256 decrypt of openssl's ciphertext", r.describe())
+
+    backups = []
+    with h.section("back up both keys"):
+        for name in ("known-aes", "known-rsa"):
+            p = os.path.join(h.tmp, name + ".backup")
+            h.expect_ok(node.cli("key", "backup", "--name", name, "--file", p),
+                        "backup " + name)
+            backups.append(p)
+        r = node.cli("key", "rotate", "--name", "known-aes")
+        h.expect_ok(r, "rotate known-aes (more writes through the log)")
+
+    with h.section("stop the node"):
+        rc = node.stop()
+        h.check(rc == 0, "SIGTERM -> exit 0", "exit status %s" % rc)
+
+    with h.section("positive controls: the search finds what is there"):
+        h.check(search([spath("rsa.pem")], secrets["RSA d (bytes 100..132)"]),
+                "d found (base64) in the PEM it was imported from")
+        h.check(search([jwk_path], secrets["AES key k"]), "k found (base64url) in its JWK")
+        for label, sec in secrets.items():
+            for form, plist in patterns(sec).items():
+                for i, pat in enumerate(plist):
+                    if form == "raw":
+                        blob = b"junk" + sec + b"junk"
+                    elif form == "hex":
+                        blob = b"x" + (sec.hex() if i == 0 else sec.hex().upper()).encode()
+                    else:
+                        enc = base64.b64encode if form == "base64" else base64.urlsafe_b64encode
+                        blob = enc(b"\x00" * ((3 - i) % 3) + sec)
+                    if pat not in blob:
+                        h.fail("control: %s %s pattern %d found in its own encoding"
+                               % (label, form, i))
+        h.ok("every pattern of every secret is found in an encoding of that secret")
+        control = spath("control.bin", b"\x00" * 1000 + secrets["AES key k"] + b"\x01" * 77)
+        h.check([f for _, f in search([control], secrets["AES key k"])] == ["raw"],
+                "raw bytes found inside a binary file")
+
+    with h.section("search the node's files, its log and the backups"):
+        files = sorted(files_under(node.dir)) + backups
+        data_files = list(files_under(node.data_dir))
+        h.check(len(data_files) >= 2 and os.path.exists(node.log_path),
+                "there is something to search (%d files in the data dir, the log)"
+                % len(data_files), data_files)
+        total = sum(os.path.getsize(p) for p in files)
+        h.say("searching %d files, %d bytes: %s" % (len(files), total, ", ".join(
+            os.path.relpath(p, h.tmp) for p in files)))
+        for label, sec in secrets.items():
+            hits = search(files, sec)
+            h.check(not hits, "%s: not found at rest or in the log" % label, hits)
+        seal = os.path.join(node.data_dir, "node-seal.key")
+        if os.path.exists(seal):
+            mode = stat.S_IMODE(os.stat(seal).st_mode)
+            h.check(mode == 0o600, "node-seal.key is 0600", oct(mode))
+        else:
+            h.fail("node-seal.key exists in the data directory", os.listdir(node.data_dir))
+
+    with h.section("restart: the keys still work (the search did not miss them by loss)"):
+        node.start()
+        r = node.cli("key", "list-versions", "--name", "known-aes")
+        first = None
+        if r.rc == 0 and isinstance(r.json, list):
+            vers = sorted(r.json, key=lambda it: it["attributes"]["created"])
+            first = vers[0]["kid"].rsplit("/", 1)[1] if vers else None
+        iv = bytes(range(16))
+        r = node.cli("key", "encrypt", "--name", "known-aes", "--version", first or "x",
+                     "--algorithm", "A256CBCPAD", "--value", b64u(b"after restart"), "--iv",
+                     b64u(iv))
+        want = mhtest.openssl("enc", "-aes-256-cbc", "-K", k.hex(), "-iv", iv.hex(),
+                              input_bytes=b"after restart")
+        h.check(r.rc == 0 and unb64u(r.json["result"]) == want,
+                "after restart the imported AES version still encrypts with k", r.describe())
+        rc = node.stop()
+        h.check(rc == 0, "SIGTERM -> exit 0", "exit status %s" % rc)
+except Exception as e:  # noqa: BLE001 -- outside a section: still a failure
+    import traceback
+    traceback.print_exc(file=sys.stdout)
+    h.fail("unexpected exception", "%s: %s" % (type(e).__name__, e))
+finally:
+    h.finish()
