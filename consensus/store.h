@@ -16,7 +16,10 @@
  * return out of the map (callers free with the matching free function), and are
  * safe on any thread, concurrently with the single writer. Names and versions passed
  * in must already be validated by the caller (node/ validates every client string).
- * Write functions are for consensus/fsm only and run on the loop thread. */
+ * Write functions are for consensus/fsm only and run on the loop thread.
+ *
+ * Every read function fails with MH_ESTORE on an LMDB error (logged) and
+ * MH_ECORRUPT when a stored value does not unpack; MH_ENOMEM when out of memory. */
 #ifndef MH_CONSENSUS_STORE_H
 #define MH_CONSENSUS_STORE_H
 
@@ -30,14 +33,52 @@
 
 struct mh_store;
 
-/* mh_store_open creates <dir> if needed, removes any previous environment files in it,
- * and opens a fresh environment with |map_size| bytes of address space. Errors:
- * -errno, MH_ESTORE (LMDB error, logged). */
+/* Bounds the FSM enforces on what it stores (LMDB keys are at most 511 bytes). Reads
+ * of longer names/versions/request ids simply find nothing. */
+#define MH_STORE_NAME_MAX       127 /* key names: [0-9a-zA-Z-]{1,127} */
+#define MH_STORE_VERSION_MAX    32  /* version ids: [0-9a-zA-Z-]{1,32} */
+#define MH_STORE_REQUEST_ID_MAX 128 /* request ids: 1..128 bytes, any value */
+#define MH_STORE_DEFAULT_MAP    ((size_t)1 << 30)
+
+/* mh_store_open creates <dir> (and missing parents) if needed, takes an exclusive
+ * flock on <dir> (held until mh_store_close, so a second process cannot wipe a live
+ * store: MH_ELOCKED), removes any previous environment files in it, and opens a
+ * fresh environment with |map_size| bytes of address space (0: MH_STORE_DEFAULT_MAP;
+ * a full map makes the next apply fail with MH_ESTORE, so size it generously: it is
+ * only address space). Errors: MH_ELOCKED, -errno, MH_ESTORE (LMDB error, logged). */
 MH_MUST_USE int mh_store_open(const char *dir, size_t map_size, struct mh_store **out);
 void mh_store_close(struct mh_store *st);
 
 /* The LMDB environment and database handles, for consensus/fsm and snapshots. */
 MDB_env *mh_store_env(struct mh_store *st);
+
+enum mh_store_db { MH_STORE_META = 0, MH_STORE_KEYS, MH_STORE_VERSIONS, MH_STORE_REQUESTS };
+#define MH_STORE_NDB         4
+#define MH_STORE_META_DOMAIN "domain" /* meta key of the DomainRecord */
+MDB_dbi mh_store_dbi(const struct mh_store *st, enum mh_store_db db);
+
+/* ---- transaction-level helpers (consensus/fsm only, loop thread) ---------- */
+
+/* Builds the versions-database key name "\0" version into |out| (room for
+ * MH_STORE_VERSION_KEY_MAX bytes). MH_EINVAL when either part is too long. */
+#define MH_STORE_VERSION_KEY_MAX (MH_STORE_NAME_MAX + 1 + MH_STORE_VERSION_MAX)
+MH_MUST_USE int mh_store_version_key(const char *name, const char *version, uint8_t *out,
+                                     size_t *len);
+
+/* Reads |key| from |db| inside |txn| and unpacks it as |desc| (system allocator;
+ * free with mh_store_free). MH_ENOTFOUND when absent, MH_ECORRUPT when the value
+ * does not unpack, MH_ESTORE on LMDB errors. */
+MH_MUST_USE int mh_store_txn_get(struct mh_store *st, MDB_txn *txn, enum mh_store_db db,
+                                 const void *key, size_t klen,
+                                 const ProtobufCMessageDescriptor *desc, void **out);
+
+/* Packs |msg| and stores it under |key| in |db| inside |txn|. MH_ENOMEM, MH_ESTORE. */
+MH_MUST_USE int mh_store_txn_put(struct mh_store *st, MDB_txn *txn, enum mh_store_db db,
+                                 const void *key, size_t klen, const ProtobufCMessage *msg);
+
+/* The applied index as stored inside |txn| (0 when absent), and its update. */
+MH_MUST_USE int mh_store_txn_applied_index(struct mh_store *st, MDB_txn *txn, uint64_t *out);
+MH_MUST_USE int mh_store_txn_set_applied_index(struct mh_store *st, MDB_txn *txn, uint64_t index);
 
 /* ---- reads (any thread) ----------------------------------------------- */
 
