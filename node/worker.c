@@ -117,14 +117,15 @@ unsigned mh_worker_pool_size(const struct mh_worker_pool *pool)
 void mh_worker_submit(struct mh_worker_pool *p, struct mh_work *w)
 {
     w->next_ = NULL;
-    p->pending++;
     pthread_mutex_lock(&p->mu);
     if (p->stopping) {
-        /* No thread will take it: hand it straight to the done list. */
-        w->next_ = p->done_head;
-        p->done_head = w;
-        uv_async_send(&p->async);
-    } else {
+        /* No thread will take it and the async handle is closing. */
+        pthread_mutex_unlock(&p->mu);
+        w->done(w);
+        return;
+    }
+    p->pending++;
+    {
         if (p->queue_tail != NULL)
             p->queue_tail->next_ = w;
         else

@@ -30,8 +30,8 @@ MH_MUST_USE int mh_worker_pool_new(uv_loop_t *loop, unsigned threads, struct mh_
 unsigned mh_worker_pool_size(const struct mh_worker_pool *pool);
 
 /* mh_worker_submit queues |w| (work and done set by the caller). Loop thread.
- * Never fails; after mh_worker_pool_stop it runs done() without work() — callers
- * see that as cancelled through their own state if they need to. */
+ * Never fails. Must not be called after mh_worker_pool_stop (the node stops taking
+ * requests first); if it is, done() runs at once without work(). */
 void mh_worker_submit(struct mh_worker_pool *pool, struct mh_work *w);
 
 /* Number of items queued or running (loop thread). */
