@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1216,6 +1217,8 @@ int main(int argc, char **argv)
     struct ctx x = {0};
     char err[256];
     int ex;
+    /* A server that drops the connection must give an error, not kill us (rpc_client.h). */
+    signal(SIGPIPE, SIG_IGN);
     if (mh_args_parse(argc, argv, FLAGS, &x.args, err, sizeof err) < 0) {
         ex = usage_error("%s", err);
         goto out;

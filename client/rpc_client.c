@@ -54,6 +54,8 @@ struct mh_client {
     int fd;
     nghttp2_session *h2;
     bool goaway;           /* the server will take no new streams on this connection */
+    bool peer_spoke;       /* an HTTP/2 frame arrived on this connection */
+    bool has_cert;         /* we present a client certificate */
     struct call_state *cs; /* the call in flight, NULL between calls */
     char err[512];
 };
@@ -401,6 +403,7 @@ int mh_client_new(const struct mh_client_config *cfg, struct mh_client **out, ch
                      cfg->cert_file);
             goto err_after_ctx;
         }
+        c->has_cert = true;
     }
     *out = c;
     return 0;
@@ -428,6 +431,7 @@ static void disconnect(struct mh_client *c)
         c->fd = -1;
     }
     c->goaway = false;
+    c->peer_spoke = false;
     ERR_clear_error();
 }
 
@@ -719,6 +723,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 {
     (void)s;
     struct mh_client *c = ud;
+    c->peer_spoke = true;
     if (frame->hd.type == NGHTTP2_GOAWAY)
         c->goaway = true;
     return 0;
@@ -1002,6 +1007,16 @@ int mh_client_call(struct mh_client *c, const char *path, const ProtobufCMessage
 
 out_disconnect:
     c->cs = NULL;
+    if (!c->peer_spoke && c->ssl != NULL) {
+        /* TLS 1.3 ends the client's handshake before the server judges its certificate:
+         * a refusal shows up as a lost connection on the first exchange. Say so. */
+        size_t l = strlen(c->err);
+        snprintf(c->err + l, sizeof c->err - l, "%s",
+                 c->has_cert ? " (the server dropped the connection before its first HTTP/2 "
+                               "frame: it may refuse our client certificate)"
+                             : " (the server dropped the connection before its first HTTP/2 "
+                               "frame: it may require a client certificate: --cert, --key)");
+    }
     disconnect(c);
 out:
     c->cs = NULL;

@@ -19,6 +19,10 @@
  * Secrets: request and response bytes (which may carry key material or plaintext)
  * live in wiping buffers, and nghttp2 allocates through a wiping allocator.
  *
+ * Signals: TLS writes use write(2) on the socket, so a process using this client must
+ * ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)); a dropped connection then gives -EPIPE,
+ * reported as -ECONNRESET.
+ *
  * Thread safety: a client belongs to one thread at a time. */
 #ifndef MH_CLIENT_RPC_CLIENT_H
 #define MH_CLIENT_RPC_CLIENT_H
