@@ -174,44 +174,15 @@ void mh_client_format_timeout(uint64_t ms, char out[16])
         snprintf(out, 16, "%llum", (unsigned long long)ms);
         return;
     }
-    uint64_t s = (ms + 999) / 1000;
+    uint64_t s = ms / 1000 + (ms % 1000 != 0); /* no overflow near UINT64_MAX */
     if (s <= 99999999u) {
         snprintf(out, 16, "%lluS", (unsigned long long)s);
         return;
     }
-    uint64_t h = (s + 3599) / 3600;
+    uint64_t h = s / 3600 + (s % 3600 != 0);
     if (h > 99999999u)
         h = 99999999u;
     snprintf(out, 16, "%lluH", (unsigned long long)h);
-}
-
-/* ---- errors ------------------------------------------------------------ */
-
-static void set_err(struct mh_client *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void set_err(struct mh_client *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->err, sizeof c->err, fmt, ap);
-    va_end(ap);
-}
-
-/* The deepest OpenSSL reason on the error queue (the queue is cleared). */
-static void ssl_reason(char *out, size_t cap)
-{
-    unsigned long e, last = 0;
-    while ((e = ERR_get_error()) != 0)
-        last = e;
-    if (last == 0) {
-        snprintf(out, cap, "unknown TLS error");
-        return;
-    }
-    const char *r = ERR_reason_error_string(last);
-    if (r != NULL)
-        snprintf(out, cap, "%s", r);
-    else
-        ERR_error_string_n(last, out, cap);
 }
 
 /* ---- wiping allocator for nghttp2 (decrypted frames pass through it) ----- */
@@ -291,6 +262,54 @@ void mh_client_response_free(ProtobufCMessage *resp)
 {
     if (resp != NULL)
         protobuf_c_message_free_unpacked(resp, &WIPING_PB);
+}
+
+int mh_client_decode_body(const uint8_t *body, size_t len, const ProtobufCMessageDescriptor *desc,
+                          ProtobufCMessage **out)
+{
+    struct mh_cursor cur = mh_cursor_of(body, len);
+    uint8_t flag;
+    uint32_t mlen;
+    if (mh_cursor_read_u8(&cur, &flag) < 0 || mh_cursor_read_u32be(&cur, &mlen) < 0)
+        return MH_EPROTO;
+    /* Exactly one message: unary responses carry one, and trailing bytes mean framing
+     * went wrong somewhere. Compression was never offered, so a set flag is a violation. */
+    if (flag != 0 || mh_cursor_remaining(&cur) != mlen)
+        return MH_EPROTO;
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, &WIPING_PB, mlen, body + GRPC_PREFIX);
+    if (m == NULL)
+        return MH_EPROTO;
+    *out = m;
+    return 0;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+static void set_err(struct mh_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_err(struct mh_client *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, sizeof c->err, fmt, ap);
+    va_end(ap);
+}
+
+/* The deepest OpenSSL reason on the error queue (the queue is cleared). */
+static void ssl_reason(char *out, size_t cap)
+{
+    unsigned long e, last = 0;
+    while ((e = ERR_get_error()) != 0)
+        last = e;
+    if (last == 0) {
+        snprintf(out, cap, "unknown TLS error");
+        return;
+    }
+    const char *r = ERR_reason_error_string(last);
+    if (r != NULL)
+        snprintf(out, cap, "%s", r);
+    else
+        ERR_error_string_n(last, out, cap);
 }
 
 /* ---- time -------------------------------------------------------------- */
@@ -876,28 +895,15 @@ static int finish(struct mh_client *c, struct call_state *cs,
         msg = "server sent no grpc-status";
     }
     if (status == MH_CLIENT_OK) {
-        if (!cs->grpc_ct) {
-            *grpc_status = MH_CLIENT_INTERNAL;
-            return set_message(grpc_message, "response content-type is not application/grpc", 44,
-                               false);
-        }
-        struct mh_cursor cur = mh_cursor_of(cs->body.data, cs->body.len);
-        uint8_t flag;
-        uint32_t mlen;
-        if (mh_cursor_read_u8(&cur, &flag) < 0 || mh_cursor_read_u32be(&cur, &mlen) < 0 ||
-            mh_cursor_remaining(&cur) != mlen) {
-            set_err(c, "response is not exactly one gRPC message");
-            return MH_EPROTO;
-        }
-        if (flag != 0) {
-            set_err(c, "server sent a compressed message we did not ask for");
-            return MH_EPROTO;
-        }
-        ProtobufCMessage *m =
-            protobuf_c_message_unpack(resp_desc, &WIPING_PB, mlen, cs->body.data + GRPC_PREFIX);
+        /* A response we cannot use is the server's fault: INTERNAL, as gRPC reports it. */
+        ProtobufCMessage *m = NULL;
+        if (!cs->grpc_ct)
+            msg = "response content-type is not application/grpc";
+        else if (mh_client_decode_body(cs->body.data, cs->body.len, resp_desc, &m) < 0)
+            msg = "malformed response message";
         if (m == NULL) {
-            set_err(c, "cannot decode the %s response", resp_desc->name);
-            return MH_EPROTO;
+            *grpc_status = MH_CLIENT_INTERNAL;
+            return set_message(grpc_message, msg, strlen(msg), false);
         }
         *resp = m;
         *grpc_status = 0;

@@ -10,7 +10,8 @@
  * Outcomes of mh_client_call:
  *  - 0: the call completed at the gRPC level. *grpc_status tells how: 0 with a
  *    decoded response, or a gRPC status (from trailers, a reset stream, an HTTP
- *    error, or the local deadline) with a percent-decoded *grpc_message.
+ *    error, the local deadline, the response cap (RESOURCE_EXHAUSTED), or an
+ *    undecodable response (INTERNAL)) with a percent-decoded *grpc_message.
  *  - negative: the transport failed (connect, TLS, connection lost, HTTP/2 protocol
  *    error); mh_client_errmsg() names the reason. -ECONNRESET means the connection
  *    dropped after the request may have been sent (a caller may retry an idempotent
@@ -80,10 +81,9 @@ MH_MUST_USE int mh_client_new(const struct mh_client_config *cfg, struct mh_clie
  * mh_client_response_free), else *resp is NULL and
  * *grpc_message is a malloc'ed NUL-terminated message (possibly empty; the caller
  * frees it). On a negative return nothing is allocated. Errors: -errno from
- * connect/poll, -ECONNRESET (connection lost mid-call), MH_EPROTO (HTTP/2 or gRPC
- * framing violation, undecodable response), MH_ETOOBIG (response over the cap),
- * MH_ECERT (server certificate refused), MH_ECRYPTO (TLS failure, e.g. handshake
- * alert), MH_ENOMEM. */
+ * connect/poll, -ECONNRESET (connection lost mid-call), MH_EPROTO (HTTP/2 protocol
+ * violation, no ALPN h2), MH_ETIMEDOUT (deadline passed while connecting), MH_ECERT (server
+ * certificate refused), MH_ECRYPTO (TLS failure, e.g. handshake alert), MH_ENOMEM. */
 MH_MUST_USE int mh_client_call(struct mh_client *c, const char *path, const ProtobufCMessage *req,
                                const ProtobufCMessageDescriptor *resp_desc, uint64_t timeout_ms,
                                ProtobufCMessage **resp, int *grpc_status, char **grpc_message);
@@ -113,6 +113,14 @@ MH_MUST_USE int mh_client_split_endpoint(const char *endpoint, char *host, size_
  * becomes the byte; anything else, including a '%' not followed by two hex digits,
  * is kept as is (the gRPC spec asks receivers to be lenient). Appends to |out|. */
 MH_MUST_USE int mh_client_percent_decode(const char *s, size_t len, struct mh_buf *out);
+
+/* mh_client_decode_body decodes a unary response body: exactly one uncompressed
+ * length-prefixed message (5-byte prefix), unpacked as |desc| into wiping memory
+ * (free with mh_client_response_free). Errors: MH_EPROTO (short prefix, compressed
+ * flag, length not matching the bytes that follow, undecodable protobuf). */
+MH_MUST_USE int mh_client_decode_body(const uint8_t *body, size_t len,
+                                      const ProtobufCMessageDescriptor *desc,
+                                      ProtobufCMessage **out);
 
 /* mh_client_format_timeout writes the grpc-timeout value for |ms| (> 0) into |out|:
  * at most 8 digits and a unit, rounding up so the server never sees a shorter
