@@ -32,7 +32,10 @@ struct mh_fsm_result {
 };
 
 /* Called after every successful commit (loop thread), e.g. to evict cached keys on
- * purge. |cmd| is the decoded command, |res| its outcome. */
+ * purge. |cmd| is the decoded command as applied (the FSM fills in record fields
+ * such as created/updated/activated_at), |res| its outcome. Called for failed and
+ * duplicate (already recorded request id) commands too; not for skipped indexes or
+ * entries that did not decode. Both pointers are valid only during the call. */
 typedef void (*mh_fsm_hook)(void *arg, const Mhsm__Internal__Command *cmd,
                             const struct mh_fsm_result *res);
 
@@ -43,15 +46,28 @@ void mh_fsm_free(struct mh_fsm *fsm);
 void mh_fsm_set_hook(struct mh_fsm *fsm, mh_fsm_hook hook, void *arg);
 
 /* mh_fsm_apply applies the packed Command in |buf| as raft entry |index|. Malformed
- * or oversized entries are recorded failures (result.rc = MH_EPROTO), not errors.
- * Entries with index <= the applied index are skipped (result.rc = 0).
- * Errors: MH_ESTORE. */
+ * or oversized entries are recorded failures (result.rc = MH_EPROTO), not errors:
+ * bytes that do not unpack (or unpack into more than 16x their size plus 64 KiB),
+ * format != 1, no known body, a request id over MH_STORE_REQUEST_ID_MAX bytes, a
+ * missing record, or a name/version outside the MH_STORE_* bounds and charset.
+ * Entries with index <= the applied index are skipped (result.rc = 0, nothing
+ * written). Rule failures are checked in a nested transaction, so a failing command
+ * never leaves partial effects. |result| is always filled.
+ * Errors (the entry is NOT applied; the caller must stop): MH_ESTORE, MH_ENOMEM,
+ * MH_ECORRUPT (stored record unreadable). */
 MH_MUST_USE int mh_fsm_apply(struct mh_fsm *fsm, uint64_t index, const uint8_t *buf, size_t len,
                              struct mh_fsm_result *result);
 
 /* Logical snapshot of the whole state (every database, every record, the applied
  * index) into |out| (malloc'd, caller frees) and restore from one. Restore replaces
- * the state in one transaction. Errors: MH_ESTORE, MH_ECORRUPT (bad snapshot). */
+ * the state in one transaction. Errors: MH_ESTORE, MH_ECORRUPT (bad snapshot).
+ *
+ * Format (version 1): "MHSMSNAP", u32be version, u32be database count (4), then per
+ * database in mh_store_db order a u64be record count and the records in key order,
+ * each u32be key length, key, u32be value length, value; then SHA-256 of everything
+ * before it. The same state always gives the same bytes, so snapshots of two nodes
+ * can be compared. Restore checks the digest, every length and the key order before
+ * the transaction commits. */
 MH_MUST_USE int mh_fsm_snapshot(struct mh_fsm *fsm, uint8_t **out, size_t *len);
 MH_MUST_USE int mh_fsm_restore(struct mh_fsm *fsm, const uint8_t *buf, size_t len);
 
