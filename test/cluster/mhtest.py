@@ -35,8 +35,8 @@ import traceback
 
 SOURCE_DIR = os.environ.get(
     "MH_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-BUILD_DIR = os.environ.get("MH_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
-TMP_PARENT = os.environ.get("MH_TEST_TMPDIR", "/tmp")
+BUILD_DIR = os.path.abspath(os.environ.get("MH_BUILD_DIR", os.path.join(SOURCE_DIR, "build")))
+TMP_PARENT = os.path.abspath(os.environ.get("MH_TEST_TMPDIR", "/tmp"))
 READY_TIMEOUT = float(os.environ.get("MH_READY_TIMEOUT", "60"))
 CLI_TIMEOUT = 120  # seconds for one CLI process (generous for ASan builds)
 STOP_TIMEOUT = 30  # seconds for a SIGTERM'd node to exit
@@ -554,9 +554,11 @@ class Harness:
         return None
 
     def expect_err(self, r, status, what, contains=None, rc=1):
-        """The server refused with |status| (exit 1 and `error: STATUS:` on stderr);
-        |contains|: a regex (case-insensitive) the message must match."""
-        good = r.rc == rc and (status is None or r.status == status)
+        """The server refused with |status| (exit 1 and `error: STATUS:` on stderr; a
+        tuple: any of them); |contains|: a regex (case-insensitive) the message must
+        match."""
+        statuses = status if isinstance(status, tuple) else (status,)
+        good = r.rc == rc and (status is None or r.status in statuses)
         if good and contains is not None:
             good = re.search(contains, r.err, re.IGNORECASE) is not None
         if good:

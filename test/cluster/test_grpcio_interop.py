@@ -125,7 +125,8 @@ try:
         expect_code("CreateKey before activation: FAILED_PRECONDITION",
                     grpc.StatusCode.FAILED_PRECONDITION,
                     lambda: api("/mhsm.v1.Keys/CreateKey",
-                                K.CreateKeyRequest(name="early", kty="EC-HSM", crv="P-256")))
+                                K.CreateKeyRequest(name="early", kty="EC-HSM", crv="P-256")),
+                    contains="security-domain download")
 
     with h.section("SecurityDomain/Download through grpcio"):
         pems = [read(os.path.join(certs, "sd%d.pem" % i)).decode() for i in (1, 2, 3)]

@@ -120,13 +120,13 @@ try:
                 and r.json.get("message"), "status NotActivated with a message", r.describe())
         r = create("early", "--kty", "EC-HSM", "--curve", "P-256")
         h.expect_err(r, "FAILED_PRECONDITION", "key create before activation refused",
-                     contains=r"security-domain download|activat")
+                     contains=r"security-domain download")
         r = node.cli("key", "list")
         h.expect_err(r, "FAILED_PRECONDITION", "key list before activation refused",
-                     contains=r"security-domain download|activat")
+                     contains=r"security-domain download")
         r = sign("early", "ES256", os.urandom(32))
         h.expect_err(r, "FAILED_PRECONDITION", "key sign before activation refused",
-                     contains=r"security-domain download|activat")
+                     contains=r"security-domain download")
         # Bad download requests must not activate (and must not write the file).
         bad = tmpfile("sd-bad.json")
         r = node.cli("security-domain", "download", "--sd-wrapping-keys", cert("sd1"),
@@ -183,7 +183,8 @@ try:
         with open(sd_path, "rb") as f:
             h.check(f.read() == before, "existing SD file unchanged")
         r = node.activate(tmpfile("sd-again.json"))
-        h.expect_err(r, "ALREADY_EXISTS", "second download refused", contains=r"activ")
+        h.expect_err(r, "ALREADY_EXISTS", "second download refused",
+                     contains=r"already|once")
         h.check(not os.path.exists(tmpfile("sd-again.json")),
                 "no SD file written by the refused second download")
 
@@ -257,8 +258,13 @@ try:
                 "got %s" % (len(got) if got is not None else r.describe()))
         r = node.cli("key", "list-versions", "--name", "many", "--maxresults", "7")
         got7 = [it.get("kid") for it in r.json] if isinstance(r.json, list) else None
-        h.check(got7 is not None and sorted(got7) == sorted(kids),
-                "list-versions --maxresults 7 returns the same 30", r.describe())
+        h.check(got7 is not None and len(set(got7)) == 7 and set(got7) <= set(kids),
+                "list-versions --maxresults 7: 7 distinct versions of the 30", r.describe())
+        r = node.cli("key", "list-versions", "--name", "many", "--maxresults", "27")
+        got27 = [it.get("kid") for it in r.json] if isinstance(r.json, list) else None
+        h.check(got27 is not None and len(set(got27)) == 27 and set(got27) <= set(kids),
+                "list-versions --maxresults 27 (more than one page): 27 distinct",
+                r.describe())
         r = node.cli("key", "show", "--name", "many")
         h.check(r.rc == 0 and key_of(r).get("kid") in kids, "show many: latest is one of them",
                 r.describe())
@@ -275,8 +281,8 @@ try:
             "list items carry no key material", r.out[:300])
         r = node.cli("key", "list", "--maxresults", "4")
         names = list_names(r)
-        h.check(names is not None and sorted(names) == sorted(alive),
-                "key list --maxresults 4 returns the same set", r.describe())
+        h.check(names is not None and len(set(names)) == 4 and set(names) <= set(alive),
+                "key list --maxresults 4: 4 distinct keys", r.describe())
         r = node.cli("key", "list", "--output", "table")
         h.check(r.rc == 0 and r.json is None and "pg-00" in r.out and "rsa1" in r.out,
                 "key list --output table", r.describe())
@@ -411,6 +417,7 @@ try:
         r = node.cli("key", "encrypt", "--name", "oct1", "--algorithm", "A256GCM", "--value",
                      b64u(msg), "--aad", b64u(aad))
         ok = r.rc == 0 and all(f in r.json for f in ("result", "iv", "tag"))
+        first_iv = r.json.get("iv") if ok else None
         h.check(ok and len(unb64u(r.json["iv"])) == 12 and len(unb64u(r.json["tag"])) == 16
                 and len(unb64u(r.json["result"])) == len(msg),
                 "A256GCM encrypt returns result, 12-byte iv, 16-byte tag", r.describe())
@@ -433,7 +440,7 @@ try:
             h.expect_err(r, "INVALID_ARGUMENT", "A256GCM decrypt with a tampered tag refused")
         r2 = node.cli("key", "encrypt", "--name", "oct1", "--algorithm", "A256GCM", "--value",
                       b64u(msg), "--aad", b64u(aad))
-        h.check(r2.rc == 0 and ok and r2.json.get("iv") != r.json.get("iv"),
+        h.check(r2.rc == 0 and ok and r2.json.get("iv") != first_iv,
                 "A256GCM: a fresh iv per encryption", r2.describe())
 
         iv = os.urandom(16)
@@ -634,10 +641,12 @@ try:
                 "recovered key has all its versions", r.describe())
         h.expect_err(node.cli("key", "show-deleted", "--name", "ec256"), "NOT_FOUND",
                      "show-deleted after recover: NOT_FOUND")
-        h.expect_err(node.cli("key", "recover", "--name", "ec256"), "NOT_FOUND",
-                     "recover of a key that is not deleted: NOT_FOUND")
-        h.expect_err(node.cli("key", "purge", "--name", "ec256"), "NOT_FOUND",
-                     "purge of a key that is not deleted: NOT_FOUND")
+        h.expect_err(node.cli("key", "recover", "--name", "ec256"),
+                     ("NOT_FOUND", "FAILED_PRECONDITION"),
+                     "recover of a key that is not deleted refused", contains="not deleted")
+        h.expect_err(node.cli("key", "purge", "--name", "ec256"),
+                     ("NOT_FOUND", "FAILED_PRECONDITION"),
+                     "purge of a key that is not deleted refused", contains="not deleted")
         h.expect_ok(sign("ec256", "ES256", os.urandom(32)), "sign after recover")
         r = node.cli("key", "delete", "--name", "ec256")
         h.expect_ok(r, "delete again")
@@ -710,7 +719,17 @@ try:
                      "ES256 on a P-384 key refused")
         r = node.cli("key", "encrypt", "--name", "ec384", "--algorithm", "RSA-OAEP-256",
                      "--value", b64u(b"x"))
-        h.expect_err(r, "INVALID_ARGUMENT", "RSA-OAEP-256 on an EC key refused")
+        # An EC key allows no encryption at all: key_ops or algorithm, both are right.
+        h.expect_err(r, ("INVALID_ARGUMENT", "FAILED_PRECONDITION"),
+                     "RSA-OAEP-256 on an EC key refused", contains=r"key_ops|algorithm|fit")
+        r = node.cli("key", "encrypt", "--name", "oct1", "--algorithm", "RSA-OAEP-256",
+                     "--value", b64u(b"x"))
+        h.expect_err(r, "INVALID_ARGUMENT", "RSA-OAEP-256 on an AES key refused",
+                     contains=r"algorithm|fit")
+        r = node.cli("key", "wrap", "--name", "rsa1", "--algorithm", "A256KW", "--value",
+                     b64u(os.urandom(32)))
+        h.expect_err(r, "INVALID_ARGUMENT", "A256KW on an RSA key refused",
+                     contains=r"algorithm|fit")
         r = node.cli("key", "encrypt", "--name", "rsa1", "--algorithm", "A256GCM", "--value",
                      b64u(b"x"))
         h.expect_err(r, "INVALID_ARGUMENT", "A256GCM on an RSA key refused")
@@ -880,7 +899,7 @@ try:
         node2.start()
         r = node2.cli("key", "restore", "--file", st["backup"])
         h.expect_err(r, "FAILED_PRECONDITION", "restore into a not activated node refused",
-                     contains=r"activat|security-domain")
+                     contains=r"security-domain download")
         h.expect_ok(node2.activate(), "activate node2 (its own security domain)")
         r = node2.cli("key", "restore", "--file", st["backup"])
         h.check(r.rc == 1 and r.status in ("FAILED_PRECONDITION", "INVALID_ARGUMENT")
