@@ -171,6 +171,7 @@ try:
         h.check(search([spath("rsa.pem")], secrets["RSA d (bytes 100..132)"]),
                 "d found (base64) in the PEM it was imported from")
         h.check(search([jwk_path], secrets["AES key k"]), "k found (base64url) in its JWK")
+        bad_controls = 0
         for label, sec in secrets.items():
             for form, plist in patterns(sec).items():
                 for i, pat in enumerate(plist):
@@ -182,9 +183,11 @@ try:
                         enc = base64.b64encode if form == "base64" else base64.urlsafe_b64encode
                         blob = enc(b"\x00" * ((3 - i) % 3) + sec)
                     if pat not in blob:
+                        bad_controls += 1
                         h.fail("control: %s %s pattern %d found in its own encoding"
                                % (label, form, i))
-        h.ok("every pattern of every secret is found in an encoding of that secret")
+        h.check(bad_controls == 0,
+                "every pattern of every secret is found in an encoding of that secret")
         control = spath("control.bin", b"\x00" * 1000 + secrets["AES key k"] + b"\x01" * 77)
         h.check([f for _, f in search([control], secrets["AES key k"])] == ["raw"],
                 "raw bytes found inside a binary file")
@@ -195,6 +198,12 @@ try:
         h.check(len(data_files) >= 2 and os.path.exists(node.log_path),
                 "there is something to search (%d files in the data dir, the log)"
                 % len(data_files), data_files)
+        stored = b""
+        for p in data_files:
+            with open(p, "rb") as fh:
+                stored += fh.read()
+        h.check(b"known-rsa" in stored and b"known-aes" in stored,
+                "control: the key names (not secret) are found in the stored state")
         total = sum(os.path.getsize(p) for p in files)
         h.say("searching %d files, %d bytes: %s" % (len(files), total, ", ".join(
             os.path.relpath(p, h.tmp) for p in files)))
