@@ -20,7 +20,7 @@ from mhtest import b64u, unb64u  # noqa: E402
 ROUNDS = 3
 LOOPS = 3
 PER_LOOP = 20  # creates attempted per loop and round (at most)
-KILL_AFTER = 12  # acknowledged creates in this round before the kill -9
+KILL_AFTER = 25  # acknowledged creates (of up to 60) in this round before the kill -9
 KTYS = (("EC-HSM", ["--curve", "P-256"]), ("oct-HSM", ["--size", "256"]),
         ("RSA-HSM", ["--size", "2048"]))
 
