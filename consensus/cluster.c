@@ -53,6 +53,8 @@ static int map_raft(int rv)
         return MH_ENOMEM;
     case RAFT_TOOBIG:
         return MH_ETOOBIG;
+    case RAFT_CORRUPT:
+        return MH_ECORRUPT;
     default:
         return MH_ESTORE;
     }
@@ -325,6 +327,9 @@ int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg, struc
         rv = MH_ESTORE;
         goto err_after_lock;
     }
+    /* Auto-recovery would truncate a damaged log and silently drop acknowledged
+     * commands; a KMS node must refuse to start instead (and be re-seeded). */
+    raft_uv_set_auto_recovery(&c->io, false);
     c->rfsm.version = 1;
     c->rfsm.data = c;
     c->rfsm.apply = rfsm_apply;

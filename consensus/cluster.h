@@ -19,6 +19,8 @@
  *   8 (its assert is compiled out in Debian's build, and odd lengths silently
  *   corrupt the log on disk). Proposals are padded with an unknown protobuf field
  *   MH_CLUSTER_PAD_FIELD (bytes, zero-filled) that every parser skips.
+ * - raft_uv's auto-recovery is off: a damaged log makes start fail (MH_ECORRUPT,
+ *   logged with raft's message) instead of silently dropping acknowledged entries.
  * - The directory is flock'd for the cluster's lifetime: a second process (or a
  *   second cluster in this process) gets MH_ELOCKED.
  * - If the FSM fails to apply (MH_ESTORE/MH_ENOMEM), the cluster stops being
@@ -73,8 +75,8 @@ struct mh_proposal {
  * starts is expected and ignored), and starts it; readiness follows on the loop.
  * |fsm|'s store must be freshly opened (empty): raft restores its last snapshot
  * and replays the log into it. Errors: MH_ECONFIG (missing dir/address, id 0),
- * MH_ELOCKED, -errno, MH_ESTORE, MH_ENOMEM. After a failure past raft_init the
- * memory is released by close callbacks, so the loop must run once more. */
+ * MH_ELOCKED, -errno, MH_ESTORE, MH_ECORRUPT (damaged log), MH_ENOMEM. After a failure past
+ * raft_init the memory is released by close callbacks, so the loop must run once more. */
 MH_MUST_USE int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg,
                                  struct mh_fsm *fsm, struct mh_cluster **out);
 

@@ -427,12 +427,69 @@ static void test_dir_lock_and_config(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static bool never(void *arg)
+{
+    (void)arg;
+    return false;
+}
+
+/* A damaged log makes start fail loudly (no silent truncation of acknowledged
+ * entries); the failed start releases everything once the loop runs, including
+ * the directory lock. */
+static void test_damaged_log_refuses_start(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct node n;
+    node_init(&n, &loop, "damaged", 0, 0);
+    node_start(&n);
+    write_keys(&n, 0, 5, true);
+    node_stop(&n);
+
+    int damaged = 0;
+    DIR *d = opendir(n.raft_dir);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        unsigned long long first, last;
+        char extra;
+        if (sscanf(e->d_name, "%16llu-%16llu%c", &first, &last, &extra) != 2 || first < 2)
+            continue;
+        char path[PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", n.raft_dir, e->d_name);
+        FILE *f = fopen(path, "r+b");
+        assert_non_null(f);
+        assert_int_equal(fseek(f, 8, SEEK_SET), 0); /* past the format word */
+        static const uint8_t junk[64] = {0xde, 0xad, 0xbe, 0xef, 0xff, 0xff, 0xff, 0xff};
+        assert_int_equal(fwrite(junk, 1, sizeof junk, f), sizeof junk);
+        assert_int_equal(fclose(f), 0);
+        damaged++;
+    }
+    closedir(d);
+    assert_true(damaged >= 1);
+
+    for (int attempt = 0; attempt < 2; attempt++) {
+        assert_int_equal(mh_store_open(n.state_dir, 64u << 20, &n.st), 0);
+        assert_int_equal(mh_fsm_new(n.st, &n.fsm), 0);
+        struct mh_cluster *c = (struct mh_cluster *)&n;
+        int rv = mh_cluster_start(&loop, &n.cfg, n.fsm, &c);
+        assert_int_equal(rv, MH_ECORRUPT); /* the second attempt proves the lock was released */
+        assert_null(c);
+        (void)run_until(&loop, never, NULL, 200); /* let the close callbacks run */
+        mh_fsm_free(n.fsm);
+        mh_store_close(n.st);
+    }
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replay_after_restart),
         cmocka_unit_test(test_snapshots_restart),
         cmocka_unit_test(test_dir_lock_and_config),
+        cmocka_unit_test(test_damaged_log_refuses_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
