@@ -33,9 +33,13 @@
 #define CLOSE_FLUSH_MS 2000
 /* Between the shutdown notice and the final GOAWAY (about one round trip). */
 #define FINAL_GOAWAY_MS 100
-#define ARENA_CHUNK     4096
-#define ARENA_SLACK     (64 * 1024)
-#define PRINCIPAL_MAX   1024
+/* Flow-control windows: requests are consumed (copied out) as they arrive, so
+ * larger windows cost no memory beyond max_message per stream and save round trips. */
+#define STREAM_WINDOW (1 << 20)
+#define CONN_WINDOW   (4 << 20)
+#define ARENA_CHUNK   4096
+#define ARENA_SLACK   (64 * 1024)
+#define PRINCIPAL_MAX 1024
 
 /* ---- zeroizing allocator for nghttp2 ------------------------------------
  * Decrypted request bytes (which may be key material being imported) pass
@@ -236,6 +240,7 @@ struct conn {
     uint64_t close_deadline; /* want_close: hard close at */
     size_t out_pending;      /* bytes handed to uv_write, not yet written */
     bool handshake_done, closing, want_close, in_recv, reading, goaway_sent;
+    bool tls_fatal, tls_shutdown;
 };
 
 enum drain_stage { DRAIN_NONE, DRAIN_NOTICE, DRAIN_GOAWAY, DRAIN_GRACE };
@@ -983,6 +988,7 @@ static void conn_pump(struct conn *c)
                 break;
             ERR_clear_error();
             if (SSL_write(c->ssl, data, (int)n) != (int)n || flush_wbio(c) < 0) {
+                c->tls_fatal = true;
                 conn_close(c);
                 return;
             }
@@ -997,6 +1003,18 @@ static void conn_pump(struct conn *c)
         conn_want_close(c);
     if (c->goaway_sent && c->streams == NULL)
         conn_want_close(c);
+    if (c->want_close && c->handshake_done && !c->tls_fatal && !c->tls_shutdown &&
+        (c->h2 == NULL || !nghttp2_session_want_write(c->h2))) {
+        /* close_notify only after the last HTTP/2 bytes: data behind it is lost. */
+        c->tls_shutdown = true;
+        ERR_clear_error();
+        (void)SSL_shutdown(c->ssl);
+        ERR_clear_error();
+        if (flush_wbio(c) < 0) {
+            conn_close(c);
+            return;
+        }
+    }
     if (c->want_close && c->out_pending == 0) {
         conn_close(c);
         return;
@@ -1137,8 +1155,10 @@ static int conn_handshake(struct conn *c)
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, srv->max_streams},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
     };
-    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 2) != 0)
+    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 3) != 0 ||
+        nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, CONN_WINDOW) != 0)
         goto refuse;
     c->handshake_done = true;
     c->hs_deadline = 0;
@@ -1183,8 +1203,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         if (n <= 0) {
             int e = SSL_get_error(c->ssl, n);
             if (e != SSL_ERROR_WANT_READ) {
-                if (e != SSL_ERROR_ZERO_RETURN)
+                if (e != SSL_ERROR_ZERO_RETURN) {
                     log_tls_failure(c, "tls read failed");
+                    c->tls_fatal = true;
+                }
                 fatal = true;
             }
             break;

@@ -154,7 +154,7 @@ static void on_watchdog(uv_timer_t *t)
     abort();
 }
 
-static void server_start(size_t max_message)
+static void server_start(size_t max_message, uint32_t max_connections)
 {
     memset(&F, 0, sizeof F);
     assert_int_equal(uv_loop_init(&F.loop), 0);
@@ -169,7 +169,7 @@ static void server_start(size_t max_message)
         .ca_file = ca,
         .max_message = max_message,
         .max_streams = 32,
-        .max_connections = 64,
+        .max_connections = max_connections,
     };
     assert_int_equal(mh_rpc_server_new(&F.loop, &cfg, &F.srv), 0);
     static mh_rpc_handler_fn handlers[15];
@@ -208,6 +208,20 @@ static void server_stop(void)
     assert_int_equal(uv_loop_close(&F.loop), 0);
 }
 
+static void expect_in(const struct mh_buf *out, const char *s)
+{
+    assert_non_null(out->data);
+    if (strstr((const char *)out->data, s) == NULL)
+        fail_msg("expected \"%s\" in:\n%s", s, (const char *)out->data);
+}
+
+static void expect_not_in(const struct mh_buf *out, const char *s)
+{
+    assert_non_null(out->data);
+    if (strstr((const char *)out->data, s) != NULL)
+        fail_msg("did not expect \"%s\" in:\n%s", s, (const char *)out->data);
+}
+
 static void on_child_exit(uv_process_t *p, int64_t status, int sig)
 {
     F.child_status = sig != 0 ? 128 + sig : status;
@@ -241,8 +255,9 @@ static int64_t spawn(const char **argv, struct mh_buf *out)
     run_until(&F.child_done);
     mh_buf_free(out);
     tu_read_file(path, out);
-    fprintf(stderr, "--- %s ... exit %d\n%s", argv[1], (int)F.child_status,
-            out->data != NULL ? (char *)out->data : "");
+    if (F.child_status != 0)
+        fprintf(stderr, "%s exited with %d:\n%s\n", argv[0], (int)F.child_status,
+                out->data != NULL ? (char *)out->data : "");
     return F.child_status;
 }
 
@@ -409,7 +424,7 @@ static void test_unary_and_principal(void **state)
 {
     (void)state;
     struct mh_buf out = {0};
-    server_start(64 * 1024);
+    server_start(64 * 1024, 64);
     const char *ops[] = {"random:16", "random:0", "random:4096", "whoami", "pad:100", NULL};
     py(alice_cert, alice_key, ops, &out);
     const char *want[] = {"random OK 16",   "random OK 0",
@@ -437,7 +452,7 @@ static void test_async_errors_health(void **state)
 {
     (void)state;
     struct mh_buf out = {0};
-    server_start(64 * 1024);
+    server_start(64 * 1024, 64);
     mh_rpc_server_set_serving(F.srv, true);
     char failed[600];
     snprintf(failed, sizeof failed, "fail ERR NOT_FOUND %s", hexstr(FAIL_MSG));
@@ -484,7 +499,7 @@ static void test_limits(void **state)
 {
     (void)state;
     struct mh_buf out = {0};
-    server_start(1024);
+    server_start(1024, 64);
     char big[128];
     snprintf(big, sizeof big, "pad ERR RESOURCE_EXHAUSTED %s",
              hexstr("request message larger than 1024 bytes"));
@@ -500,12 +515,12 @@ static void test_refused_handshakes(void **state)
 {
     (void)state;
     struct mh_buf out = {0};
-    server_start(64 * 1024);
+    server_start(64 * 1024, 64);
     const char *ops[] = {"random:4", NULL};
     py(NULL, NULL, ops, &out); /* no client certificate */
-    assert_non_null(strstr((const char *)out.data, "random ERR UNAVAILABLE"));
+    expect_in(&out, "random ERR UNAVAILABLE");
     py(eve_cert, eve_key, ops, &out); /* another CA */
-    assert_non_null(strstr((const char *)out.data, "random ERR UNAVAILABLE"));
+    expect_in(&out, "random ERR UNAVAILABLE");
     assert_int_equal(F.random_calls, 0);
     /* ALPN: none or not h2 is refused; h2 is served. Garbage does not hurt. */
     const char *ops2[] = {"rawtls:none", "rawtls:http/1.1", "rawtls:h2",
@@ -519,15 +534,48 @@ static void test_refused_handshakes(void **state)
     server_stop();
 }
 
+static void test_max_connections(void **state)
+{
+    (void)state;
+    struct mh_buf out = {0};
+    server_start(64 * 1024, 1);
+    /* The channel holds the only slot; a second connection is closed at once. */
+    const char *ops[] = {"random:4", "rawtls:h2", "random:5", NULL};
+    py(alice_cert, alice_key, ops, &out);
+    const char *want[] = {"random OK 4", "rawtls CLOSED", "random OK 5", NULL};
+    expect_lines(&out, want);
+    mh_buf_free(&out);
+    server_stop();
+}
+
+static void test_client_vanishes(void **state)
+{
+    (void)state;
+    struct mh_buf out = {0};
+    server_start(64 * 1024, 64);
+    /* The client process exits with a call in flight: the connection closes
+     * under the call, which is marked cancelled; the late reply is dropped. */
+    const char *ops[] = {"abandon:800", NULL};
+    py(alice_cert, alice_key, ops, &out);
+    const char *want[] = {"abandon OK", NULL};
+    expect_lines(&out, want);
+    while (F.async_fired < 1)
+        assert_int_not_equal(uv_run(&F.loop, UV_RUN_ONCE), -1);
+    assert_int_equal(F.getkey_calls, 1);
+    assert_int_equal(F.async_cancelled, 1);
+    mh_buf_free(&out);
+    server_stop();
+}
+
 static void test_deadline(void **state)
 {
     (void)state;
     struct mh_buf out = {0};
-    server_start(64 * 1024);
+    server_start(64 * 1024, 64);
     const char *ops[] = {"getkey:slow:1500:0.3", "getkey:fast:10:5", NULL};
     py(alice_cert, alice_key, ops, &out);
-    assert_non_null(strstr((const char *)out.data, "getkey ERR DEADLINE_EXCEEDED"));
-    assert_non_null(strstr((const char *)out.data, "getkey OK fast\n"));
+    expect_in(&out, "getkey ERR DEADLINE_EXCEEDED");
+    expect_in(&out, "getkey OK fast\n");
     assert_true(F.last_deadline > 0);
     /* The slow handler's timer is still pending: its reply must be dropped. */
     while (F.async_fired < 2)
@@ -571,18 +619,11 @@ static void nghttp(const char *path, const char *body, size_t body_len, const ch
     (void)spawn(argv, out);
 }
 
-static void expect_in(const struct mh_buf *out, const char *s)
-{
-    assert_non_null(out->data);
-    if (strstr((const char *)out->data, s) == NULL)
-        fail_msg("expected \"%s\" in the output", s);
-}
-
 static void test_raw_http2(void **state)
 {
     (void)state;
     struct mh_buf out = {0};
-    server_start(64 * 1024);
+    server_start(64 * 1024, 64);
     const char *grpc[] = {"content-type: application/grpc", NULL};
     const char *rnd = "/mhsm.v1.Keys/GetRandomBytes";
     /* Sanity: a well-formed request over raw HTTP/2. */
@@ -598,25 +639,32 @@ static void test_raw_http2(void **state)
     /* Compressed flag: UNIMPLEMENTED. */
     nghttp(rnd, "\1\0\0\0\2\x08\x03", 7, grpc, &out);
     expect_in(&out, "grpc-status: 12");
+    expect_in(&out, "grpc-message: compressed messages are not supported");
     /* Two messages on a unary method: UNIMPLEMENTED. */
     nghttp(rnd, "\0\0\0\0\2\x08\x03\0\0\0\0\2\x08\x03", 14, grpc, &out);
     expect_in(&out, "grpc-status: 12");
+    expect_in(&out, "grpc-message: more than one request message");
     /* No message at all: UNIMPLEMENTED. */
     nghttp(rnd, "", 0, grpc, &out);
     expect_in(&out, "grpc-status: 12");
+    expect_in(&out, "grpc-message: no request message");
     /* Truncated message, truncated prefix, protobuf garbage: INTERNAL. */
     nghttp(rnd, "\0\0\0\0\x0a\x08\x03", 7, grpc, &out);
     expect_in(&out, "grpc-status: 13");
+    expect_in(&out, "grpc-message: truncated request message");
     nghttp(rnd, "\0\0\0", 3, grpc, &out);
     expect_in(&out, "grpc-status: 13");
+    expect_in(&out, "grpc-message: truncated request message");
     nghttp(rnd, "\0\0\0\0\3\xff\xff\xff", 8, grpc, &out);
     expect_in(&out, "grpc-status: 13");
+    expect_in(&out, "grpc-message: request message could not be parsed");
     /* Invalid flag byte: INTERNAL. */
     nghttp(rnd, "\x80\0\0\0\2\x08\x03", 7, grpc, &out);
     expect_in(&out, "grpc-status: 13");
     /* A declared length of 2 GiB with 2 bytes sent: refused before allocation. */
     nghttp(rnd, "\0\x7f\xff\xff\xff\x08\x03", 7, grpc, &out);
     expect_in(&out, "grpc-status: 8");
+    expect_in(&out, "grpc-message: request message larger than 65536 bytes");
     /* grpc-timeout: malformed values are INTERNAL; a valid one is enforced. */
     const char *bad_to[][3] = {
         {"content-type: application/grpc", "grpc-timeout: 123456789S", NULL},
@@ -627,6 +675,7 @@ static void test_raw_http2(void **state)
     for (size_t i = 0; i < 4; i++) {
         nghttp(rnd, "\0\0\0\0\2\x08\x03", 7, bad_to[i], &out);
         expect_in(&out, "grpc-status: 13");
+        expect_in(&out, "grpc-message: malformed grpc-timeout");
     }
     const char *ok_to[][3] = {
         {"content-type: application/grpc", "grpc-timeout: 99999999H", NULL},
@@ -647,6 +696,7 @@ static void test_raw_http2(void **state)
            "800",
            13, short_to, &out);
     expect_in(&out, "grpc-status: 4");
+    expect_in(&out, "grpc-message: deadline exceeded");
     while (F.async_fired < 1)
         assert_int_not_equal(uv_run(&F.loop, UV_RUN_ONCE), -1);
     assert_int_equal(F.async_cancelled, 1);
@@ -659,7 +709,7 @@ static void test_raw_http2(void **state)
     memcpy(huge, "x-big: ", 7);
     const char *big_hdr[] = {"content-type: application/grpc", huge, NULL};
     nghttp(rnd, "\0\0\0\0\2\x08\x03", 7, big_hdr, &out);
-    assert_null(strstr((const char *)out.data, "grpc-status: 0"));
+    expect_not_in(&out, "grpc-status: 0");
     nghttp(rnd, "\0\0\0\0\2\x08\x03", 7, grpc, &out);
     expect_in(&out, "grpc-status: 0");
     mh_buf_free(&out);
@@ -670,7 +720,7 @@ static void test_many_calls(void **state)
 {
     (void)state;
     struct mh_buf out = {0};
-    server_start(64 * 1024);
+    server_start(64 * 1024, 64);
     const char *ops[] = {"many:200:4:24", "many:100:1:1", NULL};
     py(alice_cert, alice_key, ops, &out);
     const char *want[] = {"many OK 200", "many OK 100", NULL};
@@ -684,14 +734,14 @@ static void test_drain(void **state)
 {
     (void)state;
     struct mh_buf out = {0};
-    server_start(64 * 1024);
+    server_start(64 * 1024, 64);
     /* The slow call starts the drain: it still completes; then nothing connects. */
     F.drain_in_getkey = true;
     F.drain_grace = 5000;
     const char *ops[] = {"random:4", "getkey:inflight:300", "newchan", "random:4", NULL};
     py(alice_cert, alice_key, ops, &out);
-    assert_non_null(strstr((const char *)out.data, "random OK 4\ngetkey OK inflight\nnewchan OK\n"
-                                                   "random ERR UNAVAILABLE"));
+    expect_in(&out, "random OK 4\ngetkey OK inflight\nnewchan OK\n"
+                    "random ERR UNAVAILABLE");
     assert_int_equal(F.async_cancelled, 0);
     run_until(&F.drained);
     uv_close((uv_handle_t *)&F.watchdog, NULL);
@@ -705,14 +755,14 @@ static void test_drain_grace_expires(void **state)
 {
     (void)state;
     struct mh_buf out = {0};
-    server_start(64 * 1024);
+    server_start(64 * 1024, 64);
     /* A handler slower than the grace: the client gets UNAVAILABLE, the late
      * reply is dropped. */
     F.drain_in_getkey = true;
     F.drain_grace = 200;
     const char *ops[] = {"getkey:late:1500", NULL};
     py(alice_cert, alice_key, ops, &out);
-    assert_non_null(strstr((const char *)out.data, "getkey ERR UNAVAILABLE"));
+    expect_in(&out, "getkey ERR UNAVAILABLE");
     run_until(&F.drained);
     while (F.async_fired < 1)
         assert_int_not_equal(uv_run(&F.loop, UV_RUN_ONCE), -1);
@@ -734,6 +784,8 @@ int main(void)
         cmocka_unit_test(test_async_errors_health),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_refused_handshakes),
+        cmocka_unit_test(test_max_connections),
+        cmocka_unit_test(test_client_vanishes),
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_raw_http2),
         cmocka_unit_test(test_many_calls),

@@ -16,6 +16,7 @@ Operations:
   watch                grpc.health.v1.Health/Watch (server streaming)
   many:N:CH:PAR        N calls (random and async getkey) over CH channels, PAR in flight
   newchan              drop the channel; the next call connects again
+  abandon:MS           start a GetKey answered after MS ms, exit without waiting
   garbage              raw TCP: send non-TLS bytes, expect the server to close
   rawtls:ALPN          TLS with the client cert offering ALPN (none|h2|http/1.1);
                        OPEN if the server speaks HTTP/2 afterwards, CLOSED otherwise
@@ -25,6 +26,7 @@ import os
 import socket
 import ssl
 import sys
+import time
 
 import grpc
 
@@ -174,6 +176,13 @@ def run_op(cl, op):
                 cl.chan.close()
             cl.chan = None
             return "newchan OK"
+        if name == "abandon":
+            req = field_bytes(1, b"abandoned") + field_bytes(2, parts[1].encode())
+            fut = cl.channel().unary_unary("/mhsm.v1.Keys/GetKey", request_serializer=ident,
+                                           response_deserializer=ident).future(req, timeout=30.0)
+            time.sleep(0.3)  # keep |fut| alive: grpcio cancels calls it garbage-collects
+            print("abandon OK" if not fut.done() else "abandon DONE", flush=True)
+            os._exit(0)
         if name == "garbage":
             return garbage(cl.args.target)
         if name == "rawtls":
