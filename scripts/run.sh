@@ -26,6 +26,13 @@ MHSMD=$BUILD/mhsmd
 PY=/usr/bin/python3
 NODES=(1) # issue 4: (1 2 3), each with its own port, raft id and data directory
 
+show_path() { # a path, relative to the repository when inside it
+    case "$1" in
+    "$ROOT"/*) echo "${1#"$ROOT"/}" ;;
+    *) echo "$1" ;;
+    esac
+}
+
 step() { printf '\n==> %s\n' "$*"; }
 die() {
     printf 'run.sh: %s\n' "$*" >&2
@@ -200,13 +207,14 @@ else
         mv "$RUN/sd.json" "$old"
         echo "moved a security domain file of an earlier node to $old"
     fi
-    echo "\$ mhsm security-domain download --sd-wrapping-keys run/certs/sd1.pem run/certs/sd2.pem" \
-        "run/certs/sd3.pem --sd-quorum 2 --security-domain-file run/sd.json"
+    c=$(show_path "$RUN/certs")
+    echo "\$ mhsm security-domain download --sd-wrapping-keys $c/sd1.pem $c/sd2.pem" \
+        "$c/sd3.pem --sd-quorum 2 --security-domain-file $(show_path "$RUN/sd.json")"
     "$MHSM" security-domain download --sd-wrapping-keys "$RUN/certs/sd1.pem" \
         "$RUN/certs/sd2.pem" "$RUN/certs/sd3.pem" --sd-quorum 2 \
         --security-domain-file "$RUN/sd.json"
     echo "security domain written to $RUN/sd.json: any 2 of the custodian keys"
-    echo "run/certs/sd{1,2,3}.key recover it. Keep them (and the file) apart and offline."
+    echo "$c/sd{1,2,3}.key recover it. Keep them (and the file) apart and offline."
 fi
 "$MHSM" security-domain show
 echo
