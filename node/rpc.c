@@ -1046,6 +1046,7 @@ static void conn_close(struct conn *c)
         /* Inside nghttp2's callbacks: the session must outlive them. */
         c->want_close = true;
         c->close_deadline = 1;
+        timer_want(c->srv, 1);
         return;
     }
     c->closing = true;

@@ -425,16 +425,27 @@ static void test_unary_and_principal(void **state)
     (void)state;
     struct mh_buf out = {0};
     server_start(64 * 1024, 64);
-    const char *ops[] = {"random:16", "random:0", "random:4096", "whoami", "pad:100", NULL};
+    /* amplify: 60 KB of empty unknown fields decode to far more than the
+     * arena budget (4x + 64 KiB): INTERNAL, and the server lives on. */
+    char amp[160];
+    snprintf(amp, sizeof amp, "amplify ERR INTERNAL %s",
+             hexstr("request message could not be parsed"));
+    const char *ops[] = {"random:16", "random:0",    "random:4096",   "whoami",
+                         "pad:100",   "amplify:100", "amplify:30000", NULL};
     py(alice_cert, alice_key, ops, &out);
-    const char *want[] = {"random OK 16",   "random OK 0",
-                          "random OK 4096", "whoami OK spiffe://test/alice",
-                          "pad OK",         NULL};
+    const char *want[] = {"random OK 16",
+                          "random OK 0",
+                          "random OK 4096",
+                          "whoami OK spiffe://test/alice",
+                          "pad OK",
+                          "amplify OK",
+                          amp,
+                          NULL};
     expect_lines(&out, want);
     assert_string_equal(F.last_principal, "spiffe://test/alice");
     assert_string_equal(F.last_method, "/mhsm.v1.Keys/BackupKey");
     assert_true(strncmp(F.last_peer, "127.0.0.1:", 10) == 0);
-    assert_int_equal(F.random_calls, 4);
+    assert_int_equal(F.random_calls, 5);
 
     /* No SAN: the principal is the SPKI hash, as the openssl CLI computes it. */
     const char *ops2[] = {"whoami", NULL};

@@ -12,6 +12,8 @@ Operations:
   fail:NAME            DeleteKey; prints the status and the hex of the message
   call:PATH            an empty request to PATH
   pad:N                GetRandomBytes(count=4) plus an unknown field of N bytes
+  amplify:N            GetRandomBytes(count=4) plus N empty unknown fields (2 bytes each,
+                       dozens of bytes each once decoded by protobuf-c)
   health:SVC           grpc.health.v1.Health/Check ("-" = "")
   watch                grpc.health.v1.Health/Watch (server streaming)
   many:N:CH:PAR        N calls (random and async getkey) over CH channels, PAR in flight
@@ -158,6 +160,10 @@ def run_op(cl, op):
             req = field_varint(1, 4) + field_bytes(15, b"\xa5" * int(parts[1]))
             resp = cl.unary("/mhsm.v1.Keys/GetRandomBytes", req)
             return "pad OK" if parse(resp)[1][0] == pattern(4) else "pad BADVALUE"
+        if name == "amplify":
+            req = field_varint(1, 4) + b"\x78\x00" * int(parts[1])
+            resp = cl.unary("/mhsm.v1.Keys/GetRandomBytes", req)
+            return "amplify OK" if parse(resp)[1][0] == pattern(4) else "amplify BADVALUE"
         if name == "health":
             svc = b"" if parts[1] == "-" else parts[1].encode()
             resp = cl.unary("/grpc.health.v1.Health/Check", field_bytes(1, svc) if svc else b"")
