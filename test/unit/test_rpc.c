@@ -133,6 +133,20 @@ static void h_getkey_async(struct mh_rpc_call *call, const ProtobufCMessage *req
     }
 }
 
+/* RotateKey: how many GetKey calls arrived (lets a client synchronise). */
+static void h_count(struct mh_rpc_call *call, const ProtobufCMessage *request, void *data)
+{
+    (void)request;
+    (void)data;
+    char n[16];
+    snprintf(n, sizeof n, "%d", F.getkey_calls);
+    Mhsm__V1__JsonWebKey jwk = MHSM__V1__JSON_WEB_KEY__INIT;
+    Mhsm__V1__KeyBundle kb = MHSM__V1__KEY_BUNDLE__INIT;
+    jwk.kid = n;
+    kb.key = &jwk;
+    mh_rpc_reply(call, &kb.base);
+}
+
 static void h_fail(struct mh_rpc_call *call, const ProtobufCMessage *request, void *data)
 {
     (void)data;
@@ -178,11 +192,13 @@ static void server_start(size_t max_message, uint32_t max_connections)
     handlers[2] = h_getkey_async; /* GetKey */
     handlers[6] = h_fail;         /* DeleteKey */
     handlers[11] = h_whoami;      /* BackupKey */
+    handlers[13] = h_count;       /* RotateKey */
     handlers[14] = h_random;      /* GetRandomBytes */
     assert_string_equal(mhsm__v1__keys__descriptor.methods[14].name, "GetRandomBytes");
     assert_string_equal(mhsm__v1__keys__descriptor.methods[11].name, "BackupKey");
     assert_string_equal(mhsm__v1__keys__descriptor.methods[6].name, "DeleteKey");
     assert_string_equal(mhsm__v1__keys__descriptor.methods[2].name, "GetKey");
+    assert_string_equal(mhsm__v1__keys__descriptor.methods[13].name, "RotateKey");
     assert_int_equal(mh_rpc_server_add_service(F.srv, &mhsm__v1__keys__descriptor, handlers, &F),
                      0);
     assert_int_equal(mh_rpc_server_listen(F.srv), 0);
@@ -566,7 +582,7 @@ static void test_client_vanishes(void **state)
     server_start(64 * 1024, 64);
     /* The client process exits with a call in flight: the connection closes
      * under the call, which is marked cancelled; the late reply is dropped. */
-    const char *ops[] = {"abandon:800", NULL};
+    const char *ops[] = {"abandon:2000", NULL};
     py(alice_cert, alice_key, ops, &out);
     const char *want[] = {"abandon OK", NULL};
     expect_lines(&out, want);

@@ -18,7 +18,8 @@ Operations:
   watch                grpc.health.v1.Health/Watch (server streaming)
   many:N:CH:PAR        N calls (random and async getkey) over CH channels, PAR in flight
   newchan              drop the channel; the next call connects again
-  abandon:MS           start a GetKey answered after MS ms, exit without waiting
+  abandon:MS           start a GetKey answered after MS ms, wait until the server has
+                       it, then exit without waiting for the answer
   garbage              raw TCP: send non-TLS bytes, expect the server to close
   rawtls:ALPN          TLS with the client cert offering ALPN (none|h2|http/1.1);
                        OPEN if the server speaks HTTP/2 afterwards, CLOSED otherwise
@@ -186,7 +187,14 @@ def run_op(cl, op):
             req = field_bytes(1, b"abandoned") + field_bytes(2, parts[1].encode())
             fut = cl.channel().unary_unary("/mhsm.v1.Keys/GetKey", request_serializer=ident,
                                            response_deserializer=ident).future(req, timeout=30.0)
-            time.sleep(0.3)  # keep |fut| alive: grpcio cancels calls it garbage-collects
+            # Keep |fut| referenced (grpcio cancels calls it garbage-collects) and
+            # wait until the server's handler has it: RotateKey answers with the
+            # number of GetKey calls the test service has seen.
+            for _ in range(300):
+                seen = parse(parse(cl.unary("/mhsm.v1.Keys/RotateKey", b""))[1][0])[1][0]
+                if int(seen) >= 1:
+                    break
+                time.sleep(0.05)
             print("abandon OK" if not fut.done() else "abandon DONE", flush=True)
             os._exit(0)
         if name == "garbage":
