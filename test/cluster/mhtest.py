@@ -587,6 +587,11 @@ class Harness:
             if n.running():
                 n.kill9()
         _kill_live()
+        for n in self.nodes:
+            bad = [ln for ln in n.log_text().splitlines()
+                   if "ERROR: AddressSanitizer" in ln or "ERROR: LeakSanitizer" in ln
+                   or "runtime error:" in ln]
+            self.check(not bad, "%s: no sanitizer report in its log" % n.name, bad[:3])
         if self.passed == 0 and self.failed == 0:
             self.fail("at least one check ran")
         if self.failed:
