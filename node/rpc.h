@@ -49,14 +49,14 @@ enum mh_grpc_status {
 };
 
 struct mh_rpc_config {
-    const char *host;         /* listen address, e.g. "127.0.0.1" or "::" */
+    const char *host;         /* numeric listen address: "127.0.0.1", "::" */
     uint16_t port;            /* 0: pick a free port (see mh_rpc_server_port) */
     const char *cert_file;    /* server certificate chain, PEM */
     const char *key_file;     /* server private key, PEM */
     const char *ca_file;      /* CA bundle that client certificates must chain to, PEM */
-    size_t max_message;       /* largest accepted request message, bytes (>= 1 KiB) */
-    uint32_t max_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS per connection */
-    uint32_t max_connections; /* further connections are closed right after accept */
+    size_t max_message;       /* largest request message accepted, 1 KiB .. 4 GiB */
+    uint32_t max_streams;     /* per connection; 0: 100 */
+    uint32_t max_connections; /* more are closed at accept; 0: 1024 */
 };
 
 struct mh_rpc_server;
@@ -91,13 +91,16 @@ MH_MUST_USE int mh_rpc_server_listen(struct mh_rpc_server *srv);
 /* The bound port (useful with port 0). */
 uint16_t mh_rpc_server_port(const struct mh_rpc_server *srv);
 
-/* mh_rpc_server_drain stops accepting, sends GOAWAY on every connection, lets calls
+/* The process must ignore SIGPIPE: writes go through plain libuv streams.
+ *
+ * mh_rpc_server_drain stops accepting, sends GOAWAY on every connection, lets calls
  * in flight finish (each gets at most |grace_ms|, then CANCELLED/UNAVAILABLE), closes
  * every connection and the listener, then calls |done|(|arg|) on the loop thread. */
 void mh_rpc_server_drain(struct mh_rpc_server *srv, uint64_t grace_ms, void (*done)(void *arg),
                          void *arg);
 
-/* mh_rpc_server_free frees a drained (or never started) server. */
+/* A second drain is ignored. After a failed listen, drain before free.
+ * mh_rpc_server_free frees a drained (or never started) server. */
 void mh_rpc_server_free(struct mh_rpc_server *srv);
 
 /* ---- per call ---------------------------------------------------------- */
