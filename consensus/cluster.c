@@ -12,6 +12,7 @@
 #include <raft.h>
 #include <raft/uv.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
 
 #define POLL_MS 20
@@ -249,44 +250,8 @@ bool mh_cluster_ready(const struct mh_cluster *c)
 
 /* ---- start / stop ----------------------------------------------------------- */
 
-static int make_dirs(const char *dir)
-{
-    size_t len = strlen(dir);
-    if (len == 0 || len >= 4096)
-        return MH_ECONFIG;
-    char path[4096];
-    memcpy(path, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != 0)
-            continue;
-        char saved = path[i];
-        path[i] = 0;
-        if (mkdir(path, 0700) != 0 && errno != EEXIST)
-            return -errno;
-        path[i] = saved;
-    }
-    return 0;
-}
-
 /* raft_uv does not lock its directory; two processes appending to one log would
  * destroy it. The flock lives as long as the cluster. */
-static int lock_dir(const char *dir, int *fd_out)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        close(fd);
-        if (e == EWOULDBLOCK) {
-            MH_ERROR("raft", "msg=\"raft directory is in use by another process\" dir=%s", dir);
-            return MH_ELOCKED;
-        }
-        return -e;
-    }
-    *fd_out = fd;
-    return 0;
-}
 
 static void raft_closed(struct raft *r)
 {
@@ -304,14 +269,16 @@ int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg, struc
     if (cfg == NULL || cfg->dir == NULL || cfg->address == NULL || cfg->address[0] == 0 ||
         cfg->id == 0 || fsm == NULL)
         return MH_ECONFIG;
-    MH_TRY(make_dirs(cfg->dir));
+    MH_TRY(mh_fs_mkdirs(cfg->dir));
     struct mh_cluster *c = calloc(1, sizeof *c);
     if (c == NULL)
         return MH_ENOMEM;
     c->loop = loop;
     c->fsm = fsm;
     c->lock_fd = -1;
-    int rv = lock_dir(cfg->dir, &c->lock_fd);
+    /* raft_uv does not lock its directory; two processes appending to one log would
+     * destroy it. The flock lives as long as the cluster. */
+    int rv = mh_fs_lock_dir(cfg->dir, "raft", &c->lock_fd);
     if (rv < 0)
         goto err_after_alloc;
 

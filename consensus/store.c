@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
 
 #define STORE_MAX_READERS 512
@@ -33,44 +34,6 @@ static int lmdb_err(const char *op, int rc)
     return MH_ESTORE;
 }
 
-/* mkdir -p: the data directory's parents may not exist on first start. */
-static int make_dirs(const char *dir)
-{
-    size_t len = strlen(dir);
-    if (len == 0 || len >= 4096)
-        return MH_EINVAL;
-    char path[4096];
-    memcpy(path, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != 0)
-            continue;
-        char saved = path[i];
-        path[i] = 0;
-        if (mkdir(path, 0700) != 0 && errno != EEXIST)
-            return -errno;
-        path[i] = saved;
-    }
-    return 0;
-}
-
-static int lock_dir(const char *dir, int *fd_out)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        int e = errno;
-        close(fd);
-        if (e == EWOULDBLOCK) {
-            MH_ERROR("store", "msg=\"directory is in use by another process\" dir=%s", dir);
-            return MH_ELOCKED;
-        }
-        return -e;
-    }
-    *fd_out = fd;
-    return 0;
-}
-
 static int remove_env_files(const char *dir)
 {
     static const char *const files[] = {"data.mdb", "lock.mdb"};
@@ -90,11 +53,11 @@ int mh_store_open(const char *dir, size_t map_size, struct mh_store **out)
     *out = NULL;
     if (dir == NULL)
         return MH_EINVAL;
-    MH_TRY(make_dirs(dir));
+    MH_TRY(mh_fs_mkdirs(dir));
     struct mh_store *st = calloc(1, sizeof *st);
     if (st == NULL)
         return MH_ENOMEM;
-    int rv = lock_dir(dir, &st->lock_fd);
+    int rv = mh_fs_lock_dir(dir, "store", &st->lock_fd);
     if (rv < 0)
         goto err_after_alloc;
     /* Boot policy (a): raft replays snapshot + log into an empty store. */
