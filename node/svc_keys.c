@@ -590,6 +590,38 @@ static bool page_args(struct mh_rpc_call *call, uint32_t max_results, const char
     return true;
 }
 
+/* Sends one page of |count| items (as deleted items when |dptrs| is not NULL) with a
+ * token after |last| when more follow, or fails with |rv|; clears the |built| items. */
+static void reply_page(struct mh_rpc_call *call, int rv, const char *what, char kind, bool more,
+                       const char *last, Mhsm__V1__KeyItem *items, Mhsm__V1__KeyItem **ptrs,
+                       Mhsm__V1__DeletedKeyItem **dptrs, size_t count, size_t built)
+{
+    char *token = NULL;
+    if (rv == 0 && more && count > 0) {
+        token = encode_token(kind, last);
+        if (token == NULL)
+            rv = MH_ENOMEM;
+    }
+    if (rv < 0) {
+        mh_rpc_fail_err(call, rv, what);
+    } else if (dptrs != NULL) {
+        Mhsm__V1__ListDeletedKeysResponse resp = MHSM__V1__LIST_DELETED_KEYS_RESPONSE__INIT;
+        resp.n_items = count;
+        resp.items = dptrs;
+        resp.next_page_token = token != NULL ? token : (char *)"";
+        mh_rpc_reply(call, &resp.base);
+    } else {
+        Mhsm__V1__ListKeysResponse resp = MHSM__V1__LIST_KEYS_RESPONSE__INIT;
+        resp.n_items = count;
+        resp.items = ptrs;
+        resp.next_page_token = token != NULL ? token : (char *)"";
+        mh_rpc_reply(call, &resp.base);
+    }
+    free(token);
+    for (size_t i = 0; i < built; i++)
+        mh_keyrec_item_clear(&items[i]);
+}
+
 static void list_keys(struct mh_node *n, struct mh_rpc_call *call,
                       const Mhsm__V1__ListKeysRequest *req, bool deleted)
 {
@@ -628,30 +660,9 @@ static void list_keys(struct mh_node *n, struct mh_rpc_call *call,
             ditem_ptrs[built] = &ditems[built];
         }
     }
-    char *token = NULL;
-    if (rv == 0 && more && count > 0) {
-        token = encode_token(deleted ? 'd' : 'k', entries[count - 1].key->name);
-        if (token == NULL)
-            rv = MH_ENOMEM;
-    }
-    if (rv < 0) {
-        mh_rpc_fail_err(call, rv, "listing keys");
-    } else if (deleted) {
-        Mhsm__V1__ListDeletedKeysResponse resp = MHSM__V1__LIST_DELETED_KEYS_RESPONSE__INIT;
-        resp.n_items = count;
-        resp.items = ditem_ptrs;
-        resp.next_page_token = token != NULL ? token : (char *)"";
-        mh_rpc_reply(call, &resp.base);
-    } else {
-        Mhsm__V1__ListKeysResponse resp = MHSM__V1__LIST_KEYS_RESPONSE__INIT;
-        resp.n_items = count;
-        resp.items = item_ptrs;
-        resp.next_page_token = token != NULL ? token : (char *)"";
-        mh_rpc_reply(call, &resp.base);
-    }
-    free(token);
-    for (size_t i = 0; i < built; i++)
-        mh_keyrec_item_clear(&items[i]);
+    reply_page(call, rv, "listing keys", deleted ? 'd' : 'k', more,
+               count > 0 ? entries[count - 1].key->name : "", items, item_ptrs,
+               deleted ? ditem_ptrs : NULL, count, built);
     mh_store_key_entries_free(entries, count);
 }
 
@@ -698,24 +709,8 @@ static void handle_list_versions(struct mh_rpc_call *call, const ProtobufCMessag
             break;
         ptrs[built] = &items[built];
     }
-    char *token = NULL;
-    if (rv == 0 && more && count > 0) {
-        token = encode_token('v', recs[count - 1]->version);
-        if (token == NULL)
-            rv = MH_ENOMEM;
-    }
-    if (rv < 0) {
-        mh_rpc_fail_err(call, rv, "listing versions");
-    } else {
-        Mhsm__V1__ListKeysResponse resp = MHSM__V1__LIST_KEYS_RESPONSE__INIT;
-        resp.n_items = count;
-        resp.items = ptrs;
-        resp.next_page_token = token != NULL ? token : (char *)"";
-        mh_rpc_reply(call, &resp.base);
-    }
-    free(token);
-    for (size_t i = 0; i < built; i++)
-        mh_keyrec_item_clear(&items[i]);
+    reply_page(call, rv, "listing versions", 'v', more, count > 0 ? recs[count - 1]->version : "",
+               items, ptrs, NULL, count, built);
     mh_store_versions_free(recs, count);
 }
 
