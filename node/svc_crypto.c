@@ -63,6 +63,34 @@ static void op_free(struct crypto_op *op)
     free(op);
 }
 
+/* Whether |alg| can run on the key of |rec| at all (type, curve, AES size). */
+static bool alg_fits(enum mh_alg alg, const Mhsm__Internal__KeyVersionRecord *rec)
+{
+    switch (alg) {
+    case MH_ALG_ES256:
+        return rec->kty == MH_KTY_EC && rec->curve == MH_CURVE_P256;
+    case MH_ALG_ES256K:
+        return rec->kty == MH_KTY_EC && rec->curve == MH_CURVE_P256K;
+    case MH_ALG_ES384:
+        return rec->kty == MH_KTY_EC && rec->curve == MH_CURVE_P384;
+    case MH_ALG_ES512:
+        return rec->kty == MH_KTY_EC && rec->curve == MH_CURVE_P521;
+    default:
+        break;
+    }
+    switch (mh_alg_class(alg)) {
+    case MH_ALG_CLASS_SIGN: /* RS* and PS* */
+    case MH_ALG_CLASS_RSA_ENC:
+        return rec->kty == MH_KTY_RSA;
+    case MH_ALG_CLASS_AES_ENC:
+    case MH_ALG_CLASS_AES_WRAP:
+        return rec->kty == MH_KTY_OCT &&
+               (mh_alg_aes_bits(alg) == 0 || mh_alg_aes_bits(alg) == rec->bits);
+    default:
+        return false;
+    }
+}
+
 static void crypto_work(struct mh_work *w)
 {
     struct crypto_op *op = mh_container_of(w, struct crypto_op, work);
@@ -72,6 +100,16 @@ static void crypto_work(struct mh_work *w)
     op->rc = mh_store_get_version(op->n->store, op->name, op->version, false, NULL, &rec);
     if (op->rc < 0) {
         snprintf(op->what, sizeof op->what, "key '%s'", op->name);
+        goto out;
+    }
+    /* A wrong algorithm for the key is the caller's mistake whatever the key's
+     * attributes say: report it first, as Key Vault does. */
+    if (!alg_fits(op->alg, rec)) {
+        op->rc = MH_EALGKEY;
+        snprintf(op->what, sizeof op->what, "algorithm %s with key '%s' (%s%s%s)", alg_name,
+                 op->name, mh_keyrec_kty_name((enum mh_kty)rec->kty),
+                 rec->kty == MH_KTY_EC ? " " : "",
+                 rec->kty == MH_KTY_EC ? mh_curve_name((enum mh_curve)rec->curve) : "");
         goto out;
     }
     op->rc = mh_keyrec_usable(rec, cop_info[op->kind].op, op->now);
