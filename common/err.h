@@ -62,6 +62,7 @@
     X(MH_EBACKUP, -10047, "malformed or tampered key backup")                                      \
     X(MH_ECORRUPT, -10048, "stored state is corrupt")                                              \
     X(MH_EPROTO, -10049, "malformed protocol message")                                             \
+    X(MH_EREQUESTID, -10050, "request_id was already used for a different request")                \
     X(MH_ELOCKED, -10120, "data directory is in use by another process")
 
 enum mh_err {

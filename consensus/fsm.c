@@ -576,10 +576,34 @@ static int apply_in_child(struct mh_fsm *fsm, MDB_txn *parent, Command *cmd,
     return rc != 0 ? lmdb_fail("txn_commit_child", rc) : 0;
 }
 
+/* The key name a command is about ("" for activate): with the body case it tells a
+ * genuine retry from a request id reused for a different request. */
+static const char *command_target(const Command *cmd)
+{
+    switch (cmd->body_case) {
+    case MHSM__INTERNAL__COMMAND__BODY_ADD_VERSION:
+        return cmd->add_version->record != NULL ? cmd->add_version->record->name : "";
+    case MHSM__INTERNAL__COMMAND__BODY_UPDATE_VERSION:
+        return cmd->update_version->name;
+    case MHSM__INTERNAL__COMMAND__BODY_DELETE_KEY:
+        return cmd->delete_key->name;
+    case MHSM__INTERNAL__COMMAND__BODY_RECOVER_KEY:
+        return cmd->recover_key->name;
+    case MHSM__INTERNAL__COMMAND__BODY_PURGE_KEY:
+        return cmd->purge_key->name;
+    case MHSM__INTERNAL__COMMAND__BODY_RESTORE_KEY:
+        return cmd->restore_key->key != NULL ? cmd->restore_key->key->name : "";
+    default:
+        return "";
+    }
+}
+
 static int record_request(struct mh_fsm *fsm, MDB_txn *txn, uint64_t index, const Command *cmd,
                           const struct mh_fsm_result *res)
 {
     RequestRecord r = MHSM__INTERNAL__REQUEST_RECORD__INIT;
+    r.body = (uint32_t)cmd->body_case;
+    r.target = (char *)command_target(cmd);
     r.index = index;
     r.result = res->rc;
     r.name = (char *)res->name;
@@ -632,7 +656,13 @@ int mh_fsm_apply(struct mh_fsm *fsm, uint64_t index, const uint8_t *buf, size_t 
             if (is_store_error(rv))
                 goto err_after_cmd;
         }
-        if (seen != NULL) {
+        if (seen != NULL && (seen->body != (uint32_t)cmd->body_case ||
+                             strcmp(seen->target, command_target(cmd)) != 0)) {
+            /* Same id, different request: refuse, and reveal nothing of the first. */
+            set_result(result, MH_EREQUESTID, "", "");
+            mh_store_free(seen);
+            has_request = false;
+        } else if (seen != NULL) {
             set_result(result, seen->result, seen->name, seen->version);
             mh_store_free(seen);
             has_request = false; /* keep the first outcome */

@@ -29,6 +29,7 @@ enum mh_grpc_status mh_status_from_err(int err)
     case MH_EQUORUM:
     case MH_EBACKUP:
     case MH_EPROTO:
+    case MH_EREQUESTID:
     case MH_EAUTH:    /* a GCM tag that does not match the caller's inputs */
     case MH_EDECRYPT: /* the caller's ciphertext does not decrypt */
     case MH_EBADSIG:

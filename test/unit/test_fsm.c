@@ -597,6 +597,20 @@ static void test_request_ids(void **state)
     mh_store_free(r);
     /* ids are per request, not per command kind */
     assert_int_equal(name_op(&e, RECOVER, "k", "req-3", &res), 0);
+    /* an id reused for another request (other key, or other kind) is refused and
+     * reveals nothing of the first request */
+    struct addopt reuse = {false, 0, "req-1"};
+    assert_int_equal(add(&e, "other", "v9", reuse, &res), MH_EREQUESTID);
+    assert_string_equal(res.name, "");
+    assert_string_equal(res.version, "");
+    assert_int_equal(mh_store_get_key(e.st, "other", &k), MH_ENOTFOUND);
+    assert_int_equal(name_op(&e, DEL, "k", "req-1", &res), MH_EREQUESTID);
+    k = getkey(&e, "k");
+    assert_false(k->deleted);
+    mh_store_free(k);
+    /* the first request's record is kept: its genuine retry still answers */
+    assert_int_equal(add(&e, "k", "v3", o, &res), 0);
+    assert_string_equal(res.version, "v1");
 
     /* an id at the maximum is fine; one byte more is malformed and not recorded */
     char rid[MH_STORE_REQUEST_ID_MAX + 2];
