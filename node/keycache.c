@@ -21,6 +21,7 @@ struct mh_keycache {
     struct entry **buckets;
     size_t n_buckets, size, capacity;
     struct entry *lru_head, *lru_tail;
+    uint64_t epoch;
 };
 
 static uint64_t fnv1a(const char *s)
@@ -99,8 +100,17 @@ static struct entry *find(struct mh_keycache *kc, const char *id, uint64_t h)
     return NULL;
 }
 
+uint64_t mh_keycache_epoch(struct mh_keycache *kc)
+{
+    pthread_mutex_lock(&kc->mu);
+    uint64_t e = kc->epoch;
+    pthread_mutex_unlock(&kc->mu);
+    return e;
+}
+
 int mh_keycache_get(struct mh_keycache *kc, const struct mh_domain *d,
-                    const Mhsm__Internal__KeyVersionRecord *rec, struct mh_key **out)
+                    const Mhsm__Internal__KeyVersionRecord *rec, struct mh_key **out,
+                    uint64_t epoch)
 {
     char id[sizeof(((struct entry *)0)->id)];
     size_t nl = strlen(rec->name), vl = strlen(rec->version);
@@ -143,6 +153,12 @@ int mh_keycache_get(struct mh_keycache *kc, const struct mh_domain *d,
     struct mh_key *evicted = NULL;
     pthread_mutex_lock(&kc->mu);
     e = find(kc, id, h);
+    if (kc->epoch != epoch) { /* an eviction ran since the caller read |rec| */
+        pthread_mutex_unlock(&kc->mu);
+        free(ne);
+        *out = key;
+        return 0;
+    }
     if (e != NULL) { /* lost the race */
         *out = mh_key_ref(e->key);
         pthread_mutex_unlock(&kc->mu);
@@ -171,6 +187,7 @@ void mh_keycache_evict_name(struct mh_keycache *kc, const char *name)
     for (;;) {
         size_t nv = 0;
         pthread_mutex_lock(&kc->mu);
+        kc->epoch++;
         for (struct entry *e = kc->lru_head, *next; e != NULL && nv < 64; e = next) {
             next = e->lru_next;
             if (strncmp(e->id, name, nl) == 0 && e->id[nl] == '/')

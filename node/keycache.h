@@ -11,6 +11,7 @@
 #define MH_NODE_KEYCACHE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/err.h"
 #include "crypto/key.h"
@@ -27,7 +28,14 @@ void mh_keycache_free(struct mh_keycache *kc);
  * Errors: those of mh_unseal_key (MH_EAUTH means the record was not sealed by this
  * domain for this name/version/kty: corrupt state), MH_ENOMEM. */
 MH_MUST_USE int mh_keycache_get(struct mh_keycache *kc, const struct mh_domain *d,
-                                const Mhsm__Internal__KeyVersionRecord *rec, struct mh_key **out);
+                                const Mhsm__Internal__KeyVersionRecord *rec, struct mh_key **out,
+                                uint64_t epoch);
+
+/* The eviction epoch: bumped by every mh_keycache_evict_name. A caller takes it
+ * before reading |rec| from the store and passes it to mh_keycache_get, which then
+ * does not cache a key unsealed after an eviction that may concern it (a purge
+ * racing the read); the key is still returned for the request in flight. */
+uint64_t mh_keycache_epoch(struct mh_keycache *kc);
 
 /* Drop every cached version of |name|. */
 void mh_keycache_evict_name(struct mh_keycache *kc, const char *name);

@@ -97,6 +97,9 @@ static void crypto_work(struct mh_work *w)
     Mhsm__Internal__KeyVersionRecord *rec = NULL;
     struct mh_key *key = NULL;
     const char *alg_name = mh_alg_name(op->alg);
+    /* Taken before the read: a delete or purge committing after it makes the cache
+     * skip inserting what we unseal below. */
+    uint64_t epoch = mh_keycache_epoch(op->n->keys);
     op->rc = mh_store_get_version(op->n->store, op->name, op->version, false, NULL, &rec);
     if (op->rc < 0) {
         snprintf(op->what, sizeof op->what, "key '%s'", op->name);
@@ -122,7 +125,10 @@ static void crypto_work(struct mh_work *w)
     if (op->rc == 0)
         op->rc = mh_buf_append_u8(&op->kid, 0);
     if (op->rc == 0)
-        op->rc = mh_keycache_get(op->n->keys, op->domain, rec, &key);
+        op->rc = mh_keycache_get(op->n->keys, op->domain, rec, &key, epoch);
+    if (op->rc == MH_EAUTH || op->rc == MH_EBADKEY || op->rc == MH_ETRUNC ||
+        op->rc == MH_EUNSUPPORTED)
+        op->rc = MH_ECORRUPT; /* stored material that does not open: our state, not the caller */
     if (op->rc < 0) {
         snprintf(op->what, sizeof op->what, "loading key '%s'", op->name);
         goto out;

@@ -90,10 +90,19 @@ static void download_committed(struct mh_proposal *p, int rc, const struct mh_fs
     struct download *d = p->data;
     struct mh_node *n = d->n;
     n->activating = false;
-    if (rc == 0)
-        rc = res->rc;
     if (rc < 0) {
-        /* Not activated: the sealed copy we wrote must not survive. */
+        /* Outcome unknown (leadership lost, shutting down): the Activate may still
+         * commit and replay at the next start, and this sealed copy would then be the
+         * only one. Keep it; boot_domain drops it if the command never committed. */
+        MH_ERROR("sd", "activation outcome unknown (%s); the sealed domain is kept",
+                 mh_strerror(rc));
+        mh_rpc_fail_err(d->call, rc, "activation (outcome unknown; check the status)");
+        download_free(d);
+        return;
+    }
+    rc = res->rc;
+    if (rc < 0) {
+        /* Refused by the state machine: nothing was activated, drop the copy. */
         unlink(n->domain_path);
         mh_rpc_fail_err(d->call, rc, "activation");
         download_free(d);

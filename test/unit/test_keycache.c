@@ -49,31 +49,39 @@ static void test_cache(void **state)
     make(&b, d, "b", MH_KTY_OCT);
     make(&c, d, "c", MH_KTY_EC);
     struct mh_key *k1 = NULL, *k2 = NULL;
-    assert_int_equal(mh_keycache_get(kc, d, &a.rec, &k1), 0);
-    assert_int_equal(mh_keycache_get(kc, d, &a.rec, &k2), 0);
+    assert_int_equal(mh_keycache_get(kc, d, &a.rec, &k1, mh_keycache_epoch(kc)), 0);
+    assert_int_equal(mh_keycache_get(kc, d, &a.rec, &k2, mh_keycache_epoch(kc)), 0);
     assert_ptr_equal(k1, k2); /* second lookup is a hit: the same object */
     assert_int_equal(mh_keycache_size(kc), 1);
     mh_key_free(k2);
-    assert_int_equal(mh_keycache_get(kc, d, &b.rec, &k2), 0);
+    assert_int_equal(mh_keycache_get(kc, d, &b.rec, &k2, mh_keycache_epoch(kc)), 0);
     mh_key_free(k2);
-    assert_int_equal(mh_keycache_get(kc, d, &c.rec, &k2), 0); /* evicts a (LRU) */
+    assert_int_equal(mh_keycache_get(kc, d, &c.rec, &k2, mh_keycache_epoch(kc)),
+                     0); /* evicts a (LRU) */
     mh_key_free(k2);
     assert_int_equal(mh_keycache_size(kc), 2);
     assert_int_equal(mh_key_kty(k1), MH_KTY_EC); /* still usable after eviction */
-    assert_int_equal(mh_keycache_get(kc, d, &a.rec, &k2), 0);
+    assert_int_equal(mh_keycache_get(kc, d, &a.rec, &k2, mh_keycache_epoch(kc)), 0);
     assert_ptr_not_equal(k1, k2); /* re-unsealed */
     mh_key_free(k2);
     mh_key_free(k1);
     mh_keycache_evict_name(kc, "a");
     mh_keycache_evict_name(kc, "c");
     assert_int_equal(mh_keycache_size(kc), 0);
+    /* an epoch taken before an eviction: the key is returned but not cached */
+    uint64_t before = mh_keycache_epoch(kc);
+    mh_keycache_evict_name(kc, "b");
+    assert_int_equal(mh_keycache_get(kc, d, &b.rec, &k1, before), 0);
+    assert_int_equal(mh_key_kty(k1), MH_KTY_OCT);
+    mh_key_free(k1);
+    assert_int_equal(mh_keycache_size(kc), 0);
     /* wrong domain, wrong name binding, wrong kty: all refused */
-    assert_int_equal(mh_keycache_get(kc, other, &b.rec, &k1), MH_EAUTH);
+    assert_int_equal(mh_keycache_get(kc, other, &b.rec, &k1, mh_keycache_epoch(kc)), MH_EAUTH);
     b.rec.name = (char *)"renamed";
-    assert_int_equal(mh_keycache_get(kc, d, &b.rec, &k1), MH_EAUTH);
+    assert_int_equal(mh_keycache_get(kc, d, &b.rec, &k1, mh_keycache_epoch(kc)), MH_EAUTH);
     b.rec.name = b.name;
     b.rec.kty = MH_KTY_RSA;
-    assert_int_equal(mh_keycache_get(kc, d, &b.rec, &k1), MH_EAUTH);
+    assert_int_equal(mh_keycache_get(kc, d, &b.rec, &k1, mh_keycache_epoch(kc)), MH_EAUTH);
     assert_int_equal(mh_keycache_size(kc), 0);
     mh_buf_free(&a.blob);
     mh_buf_free(&b.blob);
