@@ -74,6 +74,8 @@ static void on_fsm_applied(void *arg, const Mhsm__Internal__Command *cmd,
         mh_keycache_evict_name(n->keys, res->name);
 }
 
+static void begin_shutdown(struct mh_node *n);
+
 /* Brings this node's copy of the domain in line with the replicated state. */
 static int boot_domain(struct mh_node *n)
 {
@@ -121,7 +123,7 @@ static void on_ready_poll(uv_timer_t *t)
     if (rv < 0) {
         MH_ERROR("node", "reading the domain failed: %s", mh_strerror(rv));
         exit_code = 1;
-        uv_stop(n->loop);
+        begin_shutdown(n);
         return;
     }
     n->ready = true;
@@ -153,12 +155,10 @@ static void on_drained(void *arg)
     mh_cluster_stop(n->cluster, on_cluster_stopped, n);
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+static void begin_shutdown(struct mh_node *n)
 {
-    struct mh_node *n = s->data;
     if (n->stopping)
         return;
-    MH_INFO("node", "signal %d: draining", signum);
     n->stopping = true;
     n->ready = false;
     mh_rpc_server_set_serving(n->rpc, false);
@@ -167,6 +167,15 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&sig_term, on_closed_handle);
     uv_close((uv_handle_t *)&sig_int, on_closed_handle);
     mh_rpc_server_drain(n->rpc, DRAIN_GRACE_MS, on_drained, n);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct mh_node *n = s->data;
+    if (n->stopping)
+        return;
+    MH_INFO("node", "signal %d: draining", signum);
+    begin_shutdown(n);
 }
 
 static int path_join(char *out, size_t cap, const char *dir, const char *leaf)

@@ -759,10 +759,14 @@ static void simple_committed(struct mh_proposal *p, int rc, const struct mh_fsm_
         else if (op->kind == W_RESTORE && rc == MH_EDELETED)
             mh_rpc_fail(op->call, MH_GRPC_FAILED_PRECONDITION,
                         "a deleted key has the backup's name: purge or recover it first");
-        else if ((op->kind == W_RECOVER || op->kind == W_PURGE) && rc == MH_ENOTDELETED)
-            mh_rpc_fail(op->call, MH_GRPC_FAILED_PRECONDITION,
-                        "the key is not deleted (delete it first)");
-        else
+        else if ((op->kind == W_RECOVER || op->kind == W_PURGE) &&
+                 (rc == MH_ENOTDELETED || rc == MH_ENOTFOUND)) {
+            /* Key Vault answers 404 "deleted key not found" for a live key too. */
+            char msg[256];
+            snprintf(msg, sizeof msg, "no deleted key named '%s'%s", op->name,
+                     rc == MH_ENOTDELETED ? " (the key exists and is not deleted)" : "");
+            mh_rpc_fail(op->call, MH_GRPC_NOT_FOUND, msg);
+        } else
             fail_key(op->call, rc, op->name);
         simple_free(op);
         return;
@@ -959,31 +963,37 @@ static int backup_aad(const uint8_t *domain_id, struct mh_buf *aad)
     return mh_buf_append(aad, domain_id, MH_DOMAIN_ID_LEN);
 }
 
-static void handle_backup(struct mh_rpc_call *call, const ProtobufCMessage *m, void *data)
+/* Backup runs on a worker: up to max_versions records are read, packed and sealed. */
+struct backup_op {
+    struct mh_work work;
+    struct mh_node *n;
+    struct mh_rpc_call *call;
+    const struct mh_domain *domain;
+    const char *name; /* owned by the call */
+    int64_t now;
+    int rc;
+    struct mh_buf blob;
+};
+
+static void backup_work(struct mh_work *w)
 {
-    struct mh_node *n = data;
-    const Mhsm__V1__KeyNameRequest *req = (const Mhsm__V1__KeyNameRequest *)m;
-    if (!mh_node_gate(n, call, true) || !check_name(call, req->name) ||
-        !mh_authz_check(n, call, MH_ACT_BACKUP, req->name))
-        return;
+    struct backup_op *op = mh_container_of(w, struct backup_op, work);
     Mhsm__Internal__KeyRecord *key = NULL;
     Mhsm__Internal__KeyVersionRecord *latest = NULL;
     Mhsm__Internal__KeyVersionRecord **versions = NULL;
     size_t nv = 0;
     bool more = false;
-    struct mh_buf plain = {0}, blob = {0}, aad = {0};
-    int rv = mh_store_get_version(n->store, req->name, NULL, false, &key, &latest);
-    if (rv < 0) {
-        fail_key(call, rv, req->name);
+    struct mh_buf plain = {0}, aad = {0};
+    int rv = mh_store_get_version(op->n->store, op->name, NULL, false, &key, &latest);
+    if (rv < 0)
         goto out;
-    }
     size_t cap = key->version_count > 0 ? key->version_count : 1;
     if (cap > MAX_VERSIONS_IN_BACKUP)
         cap = MAX_VERSIONS_IN_BACKUP;
     versions = calloc(cap, sizeof *versions);
     rv = versions == NULL ? MH_ENOMEM : 0;
     if (rv == 0)
-        rv = mh_store_list_versions(n->store, req->name, false, NULL, cap, versions, &nv, &more);
+        rv = mh_store_list_versions(op->n->store, op->name, false, NULL, cap, versions, &nv, &more);
     if (rv == 0 && more)
         rv = MH_ELIMIT;
     Mhsm__Internal__BackupPayload payload = MHSM__INTERNAL__BACKUP_PAYLOAD__INIT;
@@ -991,7 +1001,7 @@ static void handle_backup(struct mh_rpc_call *call, const ProtobufCMessage *m, v
     payload.key = key;
     payload.n_versions = nv;
     payload.versions = versions;
-    payload.created = mh_node_now();
+    payload.created = op->now;
     if (rv == 0) {
         size_t len = protobuf_c_message_get_packed_size(&payload.base);
         uint8_t *p = NULL;
@@ -1000,30 +1010,61 @@ static void handle_backup(struct mh_rpc_call *call, const ProtobufCMessage *m, v
             protobuf_c_message_pack(&payload.base, p);
     }
     if (rv == 0)
-        rv = mh_buf_append(&blob, BACKUP_MAGIC, 4);
+        rv = mh_buf_append(&op->blob, BACKUP_MAGIC, 4);
     if (rv == 0)
-        rv = mh_buf_append(&blob, n->domain->id, MH_DOMAIN_ID_LEN);
+        rv = mh_buf_append(&op->blob, op->domain->id, MH_DOMAIN_ID_LEN);
     if (rv == 0)
-        rv = backup_aad(n->domain->id, &aad);
+        rv = backup_aad(op->domain->id, &aad);
     if (rv == 0)
-        rv = mh_seal(&n->domain->backup, aad.data, aad.len, plain.data, plain.len, &blob);
-    if (rv < 0) {
-        mh_rpc_fail_err(call, rv, "making the backup");
-        goto out;
-    }
-    Mhsm__V1__BackupKeyResponse resp = MHSM__V1__BACKUP_KEY_RESPONSE__INIT;
-    resp.value.data = blob.data;
-    resp.value.len = blob.len;
-    mh_rpc_reply(call, &resp.base);
+        rv = mh_seal(&op->domain->backup, aad.data, aad.len, plain.data, plain.len, &op->blob);
 out:
+    op->rc = rv;
     mh_buf_free(&plain);
-    mh_buf_free(&blob);
     mh_buf_free(&aad);
     if (versions != NULL)
         mh_store_versions_free(versions, nv);
     free(versions);
     mh_store_free(key);
     mh_store_free(latest);
+}
+
+static void backup_done(struct mh_work *w)
+{
+    struct backup_op *op = mh_container_of(w, struct backup_op, work);
+    if (op->rc == MH_ENOTFOUND) {
+        fail_key(op->call, op->rc, op->name);
+    } else if (op->rc < 0) {
+        mh_rpc_fail_err(op->call, op->rc, "making the backup");
+    } else {
+        Mhsm__V1__BackupKeyResponse resp = MHSM__V1__BACKUP_KEY_RESPONSE__INIT;
+        resp.value.data = op->blob.data;
+        resp.value.len = op->blob.len;
+        mh_rpc_reply(op->call, &resp.base);
+    }
+    mh_buf_free(&op->blob);
+    free(op);
+}
+
+static void handle_backup(struct mh_rpc_call *call, const ProtobufCMessage *m, void *data)
+{
+    struct mh_node *n = data;
+    const Mhsm__V1__KeyNameRequest *req = (const Mhsm__V1__KeyNameRequest *)m;
+    if (!mh_node_gate(n, call, true) || !check_name(call, req->name) ||
+        !mh_authz_check(n, call, MH_ACT_BACKUP, req->name))
+        return;
+    struct backup_op *op = calloc(1, sizeof *op);
+    if (op == NULL) {
+        mh_rpc_fail_err(call, MH_ENOMEM, NULL);
+        return;
+    }
+    op->n = n;
+    op->call = call;
+    op->domain = n->domain;
+    op->name = req->name;
+    op->now = mh_node_now();
+    op->work.work = backup_work;
+    op->work.done = backup_done;
+    mh_worker_submit(n->workers, &op->work);
 }
 
 /* Checks that an unsealed payload is a coherent key: one name everywhere, valid
@@ -1044,6 +1085,66 @@ static int check_payload(const Mhsm__Internal__BackupPayload *p)
             latest_found = true;
     }
     return latest_found ? 0 : MH_EBACKUP;
+}
+
+/* Restore opens the blob on a worker (up to max_message bytes to unseal and
+ * decode), then proposes from the loop thread. */
+struct restore_op {
+    struct mh_work work;
+    struct simple_op *op;
+    const struct mh_domain *domain;
+    ProtobufCBinaryData blob; /* owned by the call */
+    const char *request_id;   /* owned by the call */
+    int rc;
+};
+
+static void restore_work(struct mh_work *w)
+{
+    struct restore_op *r = mh_container_of(w, struct restore_op, work);
+    struct mh_buf aad = {0};
+    int rv = backup_aad(r->domain->id, &aad);
+    if (rv == 0)
+        rv = mh_unseal(&r->domain->backup, aad.data, aad.len, r->blob.data + 4 + MH_DOMAIN_ID_LEN,
+                       r->blob.len - 4 - MH_DOMAIN_ID_LEN, &r->op->plain);
+    mh_buf_free(&aad);
+    if (rv == 0) {
+        r->op->payload =
+            mhsm__internal__backup_payload__unpack(NULL, r->op->plain.len, r->op->plain.data);
+        rv = r->op->payload == NULL ? MH_EBACKUP : check_payload(r->op->payload);
+    }
+    if (rv == MH_EAUTH || rv == MH_ETRUNC || rv == MH_EUNSUPPORTED || rv == MH_ETOOBIG)
+        rv = MH_EBACKUP;
+    r->rc = rv;
+}
+
+static void restore_done(struct mh_work *w)
+{
+    struct restore_op *r = mh_container_of(w, struct restore_op, work);
+    struct simple_op *op = r->op;
+    struct mh_node *n = op->n;
+    if (r->rc == MH_EBACKUP) {
+        mh_rpc_fail(op->call, MH_GRPC_INVALID_ARGUMENT,
+                    "the backup is corrupted or was altered (integrity check failed)");
+        simple_free(op);
+    } else if (r->rc < 0) {
+        mh_rpc_fail_err(op->call, r->rc, "opening the backup");
+        simple_free(op);
+    } else if (op->payload->n_versions > n->cfg->max_versions_per_key) {
+        mh_rpc_fail(op->call, MH_GRPC_RESOURCE_EXHAUSTED,
+                    "the backup holds more versions than max_versions_per_key allows");
+        simple_free(op);
+    } else {
+        snprintf(op->name, sizeof op->name, "%s", op->payload->key->name);
+        Mhsm__Internal__RestoreKey rk = MHSM__INTERNAL__RESTORE_KEY__INIT;
+        rk.key = op->payload->key;
+        rk.n_versions = op->payload->n_versions;
+        rk.versions = op->payload->versions;
+        Mhsm__Internal__Command cmd = MHSM__INTERNAL__COMMAND__INIT;
+        cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_RESTORE_KEY;
+        cmd.restore_key = &rk;
+        simple_propose(op, &cmd, r->request_id);
+    }
+    free(r);
 }
 
 static void handle_restore(struct mh_rpc_call *call, const ProtobufCMessage *m, void *data)
@@ -1067,33 +1168,19 @@ static void handle_restore(struct mh_rpc_call *call, const ProtobufCMessage *m, 
     struct simple_op *op = simple_new(n, call, W_RESTORE, "");
     if (op == NULL)
         return;
-    struct mh_buf aad = {0};
-    int rv = backup_aad(n->domain->id, &aad);
-    if (rv == 0)
-        rv = mh_unseal(&n->domain->backup, aad.data, aad.len, b + 4 + MH_DOMAIN_ID_LEN,
-                       len - 4 - MH_DOMAIN_ID_LEN, &op->plain);
-    mh_buf_free(&aad);
-    if (rv == 0) {
-        op->payload = mhsm__internal__backup_payload__unpack(NULL, op->plain.len, op->plain.data);
-        rv = op->payload == NULL ? MH_EBACKUP : check_payload(op->payload);
-    }
-    if (rv < 0) {
-        mh_rpc_fail(call, MH_GRPC_INVALID_ARGUMENT,
-                    rv == MH_ENOMEM ? "out of memory"
-                                    : "the backup is corrupted or was altered (integrity check "
-                                      "failed)");
+    struct restore_op *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        mh_rpc_fail_err(call, MH_ENOMEM, NULL);
         simple_free(op);
         return;
     }
-    snprintf(op->name, sizeof op->name, "%s", op->payload->key->name);
-    Mhsm__Internal__RestoreKey rk = MHSM__INTERNAL__RESTORE_KEY__INIT;
-    rk.key = op->payload->key;
-    rk.n_versions = op->payload->n_versions;
-    rk.versions = op->payload->versions;
-    Mhsm__Internal__Command cmd = MHSM__INTERNAL__COMMAND__INIT;
-    cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_RESTORE_KEY;
-    cmd.restore_key = &rk;
-    simple_propose(op, &cmd, req->request_id);
+    r->op = op;
+    r->domain = n->domain;
+    r->blob = req->value;
+    r->request_id = req->request_id;
+    r->work.work = restore_work;
+    r->work.done = restore_done;
+    mh_worker_submit(n->workers, &r->work);
 }
 
 /* ---- random ------------------------------------------------------------------ */
