@@ -379,6 +379,27 @@ static void copy_tags(struct add_op *op, size_t n, void *const *entries)
     op->rec.tags = op->tag_ptrs;
 }
 
+/* add_new for create and import: checks the request's attributes and tags first
+ * (finishing the call and returning NULL when they are invalid) and copies them. */
+static struct add_op *add_new_attributed(struct mh_node *n, struct mh_rpc_call *call,
+                                         enum add_kind kind, const char *name,
+                                         const char *client_rid, const Mhsm__V1__KeyAttributes *a,
+                                         size_t n_tags, void *const *tags)
+{
+    bool enabled = true;
+    int64_t nbf = 0, exp = 0;
+    if (!parse_attributes(call, a, &enabled, &nbf, &exp) || !check_tags(call, n_tags, tags))
+        return NULL;
+    struct add_op *op = add_new(n, call, kind, name, client_rid);
+    if (op == NULL)
+        return NULL;
+    op->rec.enabled = enabled;
+    op->rec.not_before = nbf;
+    op->rec.expires = exp;
+    copy_tags(op, n_tags, tags);
+    return op;
+}
+
 static void handle_create(struct mh_rpc_call *call, const ProtobufCMessage *m, void *data)
 {
     struct mh_node *n = data;
@@ -440,22 +461,14 @@ static void handle_create(struct mh_rpc_call *call, const ProtobufCMessage *m, v
             return;
         }
     }
-    bool enabled = true;
-    int64_t nbf = 0, exp = 0;
-    if (!parse_attributes(call, req->attributes, &enabled, &nbf, &exp) ||
-        !check_tags(call, req->n_tags, (void *const *)req->tags))
-        return;
-    struct add_op *op = add_new(n, call, ADD_CREATE, req->name, req->request_id);
+    struct add_op *op = add_new_attributed(n, call, ADD_CREATE, req->name, req->request_id,
+                                           req->attributes, req->n_tags, (void *const *)req->tags);
     if (op == NULL)
         return;
     op->kty = kty;
     op->bits = kty == MH_KTY_EC ? 0 : bits;
     op->curve = curve;
     op->ops = ops;
-    op->rec.enabled = enabled;
-    op->rec.not_before = nbf;
-    op->rec.expires = exp;
-    copy_tags(op, req->n_tags, (void *const *)req->tags);
     mh_worker_submit(n->workers, &op->work);
 }
 
@@ -475,12 +488,8 @@ static void handle_import(struct mh_rpc_call *call, const ProtobufCMessage *m, v
         mh_rpc_fail(call, MH_GRPC_INVALID_ARGUMENT, "give the private key as jwk or pem");
         return;
     }
-    bool enabled = true;
-    int64_t nbf = 0, exp = 0;
-    if (!parse_attributes(call, req->attributes, &enabled, &nbf, &exp) ||
-        !check_tags(call, req->n_tags, (void *const *)req->tags))
-        return;
-    struct add_op *op = add_new(n, call, ADD_IMPORT, req->name, req->request_id);
+    struct add_op *op = add_new_attributed(n, call, ADD_IMPORT, req->name, req->request_id,
+                                           req->attributes, req->n_tags, (void *const *)req->tags);
     if (op == NULL)
         return;
     op->jwk = jwk;
@@ -488,10 +497,6 @@ static void handle_import(struct mh_rpc_call *call, const ProtobufCMessage *m, v
     op->pem_password = req->pem_password[0] != '\0' ? req->pem_password : NULL;
     op->ops_in = req->key_ops;
     op->n_ops_in = req->n_key_ops;
-    op->rec.enabled = enabled;
-    op->rec.not_before = nbf;
-    op->rec.expires = exp;
-    copy_tags(op, req->n_tags, (void *const *)req->tags);
     mh_worker_submit(n->workers, &op->work);
 }
 
