@@ -294,7 +294,14 @@ try:
                 results.append(len(f.result(timeout=60).key.n))
             except grpc.RpcError as e:
                 results.append("%s: %s" % (e.code(), e.details()))
-        h.check(results == [512] * 4, "every call in flight at SIGTERM completed", results)
+        # Within the drain grace (5 s) a call in flight completes; a key generation
+        # still running after it is answered UNAVAILABLE (outcome unknown, retry with
+        # the same request id). Which one happens depends on the machine's speed, so
+        # the test holds both to their contract instead of timing them.
+        ok = [i for i, r in enumerate(results) if r == 512]
+        h.check(all(r == 512 or str(r).startswith("StatusCode.UNAVAILABLE") for r in results),
+                "every call in flight at SIGTERM completed or was answered UNAVAILABLE",
+                results)
         h.check(rc == 0, "SIGTERM -> exit 0", "exit status %s" % rc)
         ch.close()
         node.start()
@@ -307,8 +314,9 @@ try:
                 names.append(i)
             except grpc.RpcError as e:
                 h.say("g-drain-%d: %s" % (i, e.code()))
-        h.check(names == [0, 1, 2, 3], "the drained creates are durable across the restart",
-                names)
+        h.check(set(ok) <= set(names),
+                "every create acknowledged during the drain is durable across the restart",
+                "acknowledged %s, present %s" % (ok, names))
         c3.close()
         rc = node.stop()
         h.check(rc == 0, "SIGTERM -> exit 0", "exit status %s" % rc)
