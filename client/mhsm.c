@@ -17,6 +17,7 @@
 #include "client/args.h"
 #include "client/json_out.h"
 #include "client/rpc_client.h"
+#include "common/fsutil.h"
 #include "common/buf.h"
 #include "common/secret.h"
 #include "crypto/rand.h"
@@ -209,15 +210,8 @@ static int call(struct ctx *x, const char *path, const ProtobufCMessage *req,
 
 static int new_request_id(char out[33])
 {
-    uint8_t r[16];
-    if (mh_rand_bytes(r, sizeof r) < 0)
+    if (mh_rand_hex(out, 16) < 0)
         return local_error("cannot draw a request id");
-    static const char HEX[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof r; i++) {
-        out[2 * i] = HEX[r[i] >> 4];
-        out[2 * i + 1] = HEX[r[i] & 15];
-    }
-    out[32] = 0;
     return EXIT_OK;
 }
 
@@ -242,16 +236,10 @@ static int read_file_secret(const char *path, struct mh_secret *out)
         return local_error("out of memory");
     }
     size_t got = 0;
-    while (got < size) {
-        ssize_t n = read(fd, out->data + got, size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            close(fd);
-            mh_secret_free(out);
-            return local_error("cannot read %s", path);
-        }
-        got += (size_t)n;
+    if (mh_fs_read_fd(fd, out->data, size, &got) < 0 || got != size) {
+        close(fd);
+        mh_secret_free(out);
+        return local_error("cannot read %s (changed while reading?)", path);
     }
     close(fd);
     out->data[size] = 0;
@@ -285,16 +273,7 @@ static int create_excl(const char *path, int *fd)
 
 static int write_close(int fd, const char *path, const uint8_t *p, size_t len)
 {
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        p += n;
-        len -= (size_t)n;
-    }
-    int ok = len == 0 && fsync(fd) == 0;
+    int ok = mh_fs_write_fd(fd, p, len) == 0 && fsync(fd) == 0;
     if (close(fd) != 0)
         ok = 0;
     if (!ok)

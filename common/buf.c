@@ -205,3 +205,14 @@ int mh_cursor_skip(struct mh_cursor *c, size_t n)
     const uint8_t *p;
     return take(c, n, &p);
 }
+
+void mh_hex_encode(const void *p, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 15];
+    }
+    out[2 * n] = '\0';
+}

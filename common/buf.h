@@ -23,6 +23,10 @@
 /* Overflow-checked size arithmetic: *out = a + b (a * b); MH_EOVERFLOW on wrap,
  * *out untouched then. */
 MH_MUST_USE int mh_size_add(size_t a, size_t b, size_t *out);
+
+/* mh_hex_encode writes |n| bytes at |p| as 2n lower-case hex digits and a NUL to
+ * |out| (room for 2n + 1). */
+void mh_hex_encode(const void *p, size_t n, char *out);
 MH_MUST_USE int mh_size_mul(size_t a, size_t b, size_t *out);
 
 /* A borrowed, read-only view of bytes. Never owns |p|. */

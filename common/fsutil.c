@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -44,4 +45,57 @@ int mh_fs_lock_dir(const char *dir, const char *comp, int *fd_out)
     }
     *fd_out = fd;
     return 0;
+}
+
+int mh_fs_read_fd(int fd, uint8_t *p, size_t cap, size_t *len)
+{
+    size_t off = 0;
+    for (;;) {
+        uint8_t extra;
+        uint8_t *dst = off < cap ? p + off : &extra;
+        size_t want = off < cap ? cap - off : 1;
+        ssize_t n = read(fd, dst, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            break;
+        if (off == cap)
+            return MH_ETOOBIG;
+        off += (size_t)n;
+    }
+    *len = off;
+    return 0;
+}
+
+int mh_fs_write_fd(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int mh_fs_sync_parent(const char *path)
+{
+    char tmp[4096];
+    size_t n = strlen(path);
+    if (n >= sizeof tmp)
+        return MH_EINVAL;
+    memcpy(tmp, path, n + 1);
+    int fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rv = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rv;
 }

@@ -13,6 +13,11 @@
  * MH_ECRYPTO if the DRBG fails (it never returns predictable bytes). */
 MH_MUST_USE int mh_rand_bytes(void *p, size_t n);
 
+/* mh_rand_hex writes a random id of |n| bytes as 2n lower-case hex digits and a
+ * NUL into |out| (room for 2n + 1): version ids, request ids. MH_ECRYPTO, or
+ * MH_ETOOBIG above 64 bytes. */
+MH_MUST_USE int mh_rand_hex(char *out, size_t n);
+
 /* mh_rand_secret makes a fresh secret of |n| bytes from the private DRBG
  * (key material, the security-domain root secret). */
 MH_MUST_USE int mh_rand_secret(struct mh_secret *out, size_t n);

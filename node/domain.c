@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "crypto/rand.h"
 #include "crypto/seal.h"
@@ -70,57 +70,6 @@ void mh_domain_free(struct mh_domain *d)
     free(d);
 }
 
-/* Reads the whole file into |p|; MH_ETOOBIG if it holds more than |cap| bytes. */
-static int read_all(int fd, uint8_t *p, size_t cap, size_t *len)
-{
-    size_t off = 0;
-    for (;;) {
-        uint8_t extra;
-        uint8_t *dst = off < cap ? p + off : &extra;
-        size_t want = off < cap ? cap - off : 1;
-        ssize_t n = read(fd, dst, want);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            break;
-        if (off == cap)
-            return MH_ETOOBIG;
-        off += (size_t)n;
-    }
-    *len = off;
-    return 0;
-}
-
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int fsync_dir_of(const char *path)
-{
-    char tmp[4096];
-    if (strlen(path) >= sizeof tmp)
-        return MH_EINVAL;
-    strcpy(tmp, path);
-    int fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rv = fsync(fd) == 0 ? 0 : -errno;
-    close(fd);
-    return rv;
-}
-
 int mh_domain_node_key(const char *path, struct mh_secret *out)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -133,12 +82,12 @@ int mh_domain_node_key(const char *path, struct mh_secret *out)
             mh_secret_free(&k);
             return e;
         }
-        int rv = write_all(fd, k.data, k.len);
+        int rv = mh_fs_write_fd(fd, k.data, k.len);
         if (rv == 0 && fsync(fd) != 0)
             rv = -errno;
         close(fd);
         if (rv == 0)
-            rv = fsync_dir_of(path);
+            rv = mh_fs_sync_parent(path);
         if (rv < 0) {
             unlink(path);
             mh_secret_free(&k);
@@ -167,7 +116,7 @@ int mh_domain_node_key(const char *path, struct mh_secret *out)
     int rv = mh_secret_alloc(out, NODE_KEY_LEN);
     size_t n = 0;
     if (rv == 0)
-        rv = read_all(fd, out->data, out->len, &n);
+        rv = mh_fs_read_fd(fd, out->data, out->len, &n);
     close(fd);
     if (rv == 0 && n != NODE_KEY_LEN)
         rv = MH_ECONFIG;
@@ -193,14 +142,14 @@ int mh_domain_save(const struct mh_domain *d, const struct mh_secret *node_key, 
         rv = -errno;
         goto out;
     }
-    rv = write_all(fd, sealed.data, sealed.len);
+    rv = mh_fs_write_fd(fd, sealed.data, sealed.len);
     if (rv == 0 && fsync(fd) != 0)
         rv = -errno;
     close(fd);
     if (rv == 0 && rename(tmp, path) != 0)
         rv = -errno;
     if (rv == 0)
-        rv = fsync_dir_of(path);
+        rv = mh_fs_sync_parent(path);
     if (rv < 0)
         unlink(tmp);
 out:
@@ -215,7 +164,7 @@ int mh_domain_load(const struct mh_secret *node_key, const char *path, struct mh
         return errno == ENOENT ? MH_ENOTFOUND : -errno;
     uint8_t buf[SEALED_MAX];
     size_t n = 0;
-    int rv = read_all(fd, buf, sizeof buf, &n);
+    int rv = mh_fs_read_fd(fd, buf, sizeof buf, &n);
     close(fd);
     if (rv < 0)
         return rv;

@@ -140,6 +140,10 @@ int mh_keycache_get(struct mh_keycache *kc, const struct mh_domain *d,
     int rv = mh_unseal_key(&d->kwk, (enum mh_kty)rec->kty, aad.data, aad.len,
                            rec->sealed_material.data, rec->sealed_material.len, &key);
     mh_buf_free(&aad);
+    /* Records are ours: material that does not open for its name, version and kty
+     * under this domain is corrupt state, never the caller's input. */
+    if (rv == MH_EAUTH || rv == MH_EBADKEY || rv == MH_ETRUNC || rv == MH_EUNSUPPORTED)
+        rv = MH_ECORRUPT;
     if (rv < 0)
         return rv;
 

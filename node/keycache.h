@@ -25,8 +25,9 @@ void mh_keycache_free(struct mh_keycache *kc);
 
 /* mh_keycache_get returns in *out a new reference to the key of |rec|, unsealing it
  * under |d|'s key-wrapping key on a miss (slow for RSA: call from a worker thread).
- * Errors: those of mh_unseal_key (MH_EAUTH means the record was not sealed by this
- * domain for this name/version/kty: corrupt state), MH_ENOMEM. */
+ * Errors: MH_ECORRUPT when the record's material does not open for its name,
+ * version and kty under |d| (the state is corrupt, or from another domain),
+ * MH_ENOMEM, MH_ECRYPTO. */
 MH_MUST_USE int mh_keycache_get(struct mh_keycache *kc, const struct mh_domain *d,
                                 const Mhsm__Internal__KeyVersionRecord *rec, struct mh_key **out,
                                 uint64_t epoch);

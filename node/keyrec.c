@@ -181,15 +181,7 @@ int mh_keyrec_aad(const char *name, const char *version, enum mh_kty kty, struct
 
 int mh_keyrec_new_version(char out[MH_VERSION_LEN + 1])
 {
-    uint8_t r[MH_VERSION_LEN / 2];
-    MH_TRY(mh_rand_bytes(r, sizeof r));
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof r; i++) {
-        out[2 * i] = hex[r[i] >> 4];
-        out[2 * i + 1] = hex[r[i] & 15];
-    }
-    out[MH_VERSION_LEN] = '\0';
-    return 0;
+    return mh_rand_hex(out, MH_VERSION_LEN / 2);
 }
 
 int mh_keyrec_kid(const char *hsm, const char *name, const char *version, struct mh_buf *out)

@@ -34,17 +34,8 @@ int64_t mh_node_now(void)
 int mh_node_request_id(const char *client, char out[65])
 {
     size_t n = strlen(client);
-    if (n == 0) {
-        uint8_t r[16];
-        MH_TRY(mh_rand_bytes(r, sizeof r));
-        static const char hex[] = "0123456789abcdef";
-        for (size_t i = 0; i < sizeof r; i++) {
-            out[2 * i] = hex[r[i] >> 4];
-            out[2 * i + 1] = hex[r[i] & 15];
-        }
-        out[32] = '\0';
-        return 0;
-    }
+    if (n == 0)
+        return mh_rand_hex(out, 16);
     if (n > 64)
         return MH_EINVAL;
     for (size_t i = 0; i < n; i++)

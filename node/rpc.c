@@ -1117,8 +1117,7 @@ static int cert_principal(X509 *cert, char **out)
     if (s == NULL)
         return MH_ENOMEM;
     memcpy(s, "spki:", 5);
-    for (size_t i = 0; i < 32; i++)
-        snprintf(s + 5 + 2 * i, 3, "%02x", md[i]);
+    mh_hex_encode(md, sizeof md, s + 5);
     *out = s;
     return 0;
 }

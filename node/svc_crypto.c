@@ -126,9 +126,6 @@ static void crypto_work(struct mh_work *w)
         op->rc = mh_buf_append_u8(&op->kid, 0);
     if (op->rc == 0)
         op->rc = mh_keycache_get(op->n->keys, op->domain, rec, &key, epoch);
-    if (op->rc == MH_EAUTH || op->rc == MH_EBADKEY || op->rc == MH_ETRUNC ||
-        op->rc == MH_EUNSUPPORTED)
-        op->rc = MH_ECORRUPT; /* stored material that does not open: our state, not the caller */
     if (op->rc < 0) {
         snprintf(op->what, sizeof op->what, "loading key '%s'", op->name);
         goto out;

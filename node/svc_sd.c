@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "crypto/alg.h"
+#include "common/b64.h"
 #include "crypto/cert.h"
 #include "crypto/sd.h"
 #include "mhsm/v1/security_domain.pb-c.h"
@@ -54,12 +54,17 @@ static void download_work(struct mh_work *w)
             d->what = "a custodian certificate is not an RSA (>= 2048 bit) PEM certificate";
             goto out;
         }
-        struct mh_slice der = mh_cert_der(certs[i]);
-        unsigned int hl = 0;
-        if (EVP_Digest(der.p, der.len, d->hash_bytes[i], &hl, mh_alg_md(MH_MD_SHA256), NULL) != 1) {
+        /* DomainRecord keeps the raw SHA-256 that x5t#S256 encodes. */
+        struct mh_buf h = {0};
+        const char *x5t = mh_cert_x5t_s256(certs[i]);
+        d->rc = mh_b64url_decode(x5t, strlen(x5t), &h);
+        if (d->rc == 0 && h.len != sizeof d->hash_bytes[i])
             d->rc = MH_ECRYPTO;
+        if (d->rc == 0)
+            memcpy(d->hash_bytes[i], h.data, h.len);
+        mh_buf_free(&h);
+        if (d->rc < 0)
             goto out;
-        }
         d->cert_hashes[i].data = d->hash_bytes[i];
         d->cert_hashes[i].len = 32;
     }

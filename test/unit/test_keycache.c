@@ -75,13 +75,13 @@ static void test_cache(void **state)
     assert_int_equal(mh_key_kty(k1), MH_KTY_OCT);
     mh_key_free(k1);
     assert_int_equal(mh_keycache_size(kc), 0);
-    /* wrong domain, wrong name binding, wrong kty: all refused */
-    assert_int_equal(mh_keycache_get(kc, other, &b.rec, &k1, mh_keycache_epoch(kc)), MH_EAUTH);
+    /* wrong domain, wrong name binding, wrong kty: all refused as corrupt state */
+    assert_int_equal(mh_keycache_get(kc, other, &b.rec, &k1, mh_keycache_epoch(kc)), MH_ECORRUPT);
     b.rec.name = (char *)"renamed";
-    assert_int_equal(mh_keycache_get(kc, d, &b.rec, &k1, mh_keycache_epoch(kc)), MH_EAUTH);
+    assert_int_equal(mh_keycache_get(kc, d, &b.rec, &k1, mh_keycache_epoch(kc)), MH_ECORRUPT);
     b.rec.name = b.name;
     b.rec.kty = MH_KTY_RSA;
-    assert_int_equal(mh_keycache_get(kc, d, &b.rec, &k1, mh_keycache_epoch(kc)), MH_EAUTH);
+    assert_int_equal(mh_keycache_get(kc, d, &b.rec, &k1, mh_keycache_epoch(kc)), MH_ECORRUPT);
     assert_int_equal(mh_keycache_size(kc), 0);
     mh_buf_free(&a.blob);
     mh_buf_free(&b.blob);
