@@ -63,6 +63,8 @@
     X(MH_ECORRUPT, -10048, "stored state is corrupt")                                              \
     X(MH_EPROTO, -10049, "malformed protocol message")                                             \
     X(MH_EREQUESTID, -10050, "request_id was already used for a different request")                \
+    X(MH_EBUSY, -10051, "another change is in progress; retry when it completes")                  \
+    X(MH_EPEER, -10052, "peer refused: not a cluster node, or the wrong one")                      \
     X(MH_ELOCKED, -10120, "data directory is in use by another process")
 
 enum mh_err {

@@ -7,9 +7,18 @@
 #   ca.pem ca.key                 cluster CA (EC P-256); mhsmd's [api] client_ca
 #   server.pem server.key         node certificate signed by the CA, serverAuth+clientAuth,
 #                                 SAN IP:127.0.0.1, IP:127.0.0.2, IP:127.0.0.3, DNS:localhost
+#   node1.pem node1.key .. node5  node certificates (RSA-2048: a member receives the domain
+#                                 secret wrapped to this key), serverAuth+clientAuth, SAN URI
+#                                 spiffe://mhsm/node/<i> (the raft id peers check), IP:127.0.0.1,
+#                                 IP:127.0.0.2, IP:127.0.0.3, DNS:localhost. Each node presents
+#                                 its own on the API and on the raft peer channel.
+#   operator.pem operator.key     client certificate, SAN URI spiffe://mhsm/operator: the
+#                                 control plane (mhsm cluster ...), no data-plane role
 #   admin.pem admin.key           client certificate, SAN URI spiffe://mhsm/admin
 #   app.pem app.key               client certificate, SAN URI spiffe://mhsm/app
 #   foreign-ca.pem foreign-ca.key a second, unrelated CA (not trusted by mhsmd)
+#   foreign-node.pem/.key         node certificate for raft id 4 from the foreign CA (must
+#                                 never join)
 #   foreign.pem foreign.key       client certificate from the foreign CA, SAN URI
 #                                 spiffe://mhsm/admin (same name, wrong issuer: must be
 #                                 refused at the TLS handshake)
@@ -82,17 +91,21 @@ make_ca() { # name, common name
     install_pair "$name"
 }
 
-make_leaf() { # name, ca name, common name, extendedKeyUsage, subjectAltName
-    local name=$1 ca=$2 cn=$3 eku=$4 san=$5
+make_leaf() { # name, ca name, common name, extendedKeyUsage, subjectAltName[, key type ec|rsa]
+    local name=$1 ca=$2 cn=$3 eku=$4 san=$5 kt=${6:-ec}
     if have "$name"; then
         echo "gen-certs: keep $OUT/$name.pem"
         return
     fi
-    ec_key "$WORK/$name.key"
+    if [ "$kt" = rsa ]; then
+        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/$name.key" 2>/dev/null
+    else
+        ec_key "$WORK/$name.key"
+    fi
     openssl req -new -key "$WORK/$name.key" -out "$WORK/$name.csr" -subj "/O=mhsm/CN=$cn" 2>/dev/null
     cat >"$WORK/$name.ext" <<EOF
 basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature
+keyUsage=critical,digitalSignature$([ "$kt" = rsa ] && echo ,keyEncipherment)
 extendedKeyUsage=$eku
 subjectAltName=$san
 subjectKeyIdentifier=hash
@@ -118,7 +131,7 @@ make_custodian() { # name: self-signed RSA-2048, the form Azure's CLI documents 
 }
 
 # A leaf signed by a CA that was regenerated would no longer verify: regenerate it.
-for pair in "ca:server admin app" "foreign-ca:foreign"; do
+for pair in "ca:server node1 node2 node3 node4 node5 operator admin app" "foreign-ca:foreign foreign-node"; do
     ca=${pair%%:*}
     if ! have "$ca"; then
         for leaf in ${pair#*:}; do rm -f "$OUT/$leaf.pem" "$OUT/$leaf.key"; done
@@ -128,10 +141,17 @@ done
 make_ca ca "mhsm cluster CA"
 make_leaf server ca "mhsm node" "serverAuth,clientAuth" \
     "IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,DNS:localhost"
+for i in 1 2 3 4 5; do
+    make_leaf "node$i" ca "mhsm node $i" "serverAuth,clientAuth" \
+        "URI:spiffe://mhsm/node/$i,IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,DNS:localhost" rsa
+done
+make_leaf operator ca "mhsm operator" "clientAuth" "URI:spiffe://mhsm/operator"
 make_leaf admin ca "mhsm admin" "clientAuth" "URI:spiffe://mhsm/admin"
 make_leaf app ca "mhsm app" "clientAuth" "URI:spiffe://mhsm/app"
 make_ca foreign-ca "foreign CA (not trusted by mhsm)"
 make_leaf foreign foreign-ca "mhsm admin" "clientAuth" "URI:spiffe://mhsm/admin"
+make_leaf foreign-node foreign-ca "mhsm node 4 (foreign)" "serverAuth,clientAuth" \
+    "URI:spiffe://mhsm/node/4,IP:127.0.0.1,DNS:localhost" rsa
 for i in 1 2 3; do
     make_custodian "sd$i"
 done

@@ -70,6 +70,96 @@ static bool parse_hostport(const char *v, char *host, size_t host_cap, uint16_t 
     return true;
 }
 
+/* "1@127.0.0.1:9443, 2@127.0.0.1:9444": ids unique, 1..1000000, addresses HOST:PORT. */
+static const char *parse_members(const char *v, struct mh_config *cfg)
+{
+    cfg->n_members = 0;
+    const char *p = v;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *end = strchr(p, ',');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len == 0)
+            return "empty member (expected ID@HOST:PORT, ...)";
+        if (cfg->n_members == MH_CLUSTER_MAX_MEMBERS)
+            return "too many members (at most 16)";
+        char item[160];
+        if (len >= sizeof item)
+            return "member too long";
+        memcpy(item, p, len);
+        item[len] = '\0';
+        char *at = strchr(item, '@');
+        if (at == NULL)
+            return "each member must be ID@HOST:PORT";
+        *at = '\0';
+        uint64_t id;
+        if (!parse_u64(item, 1, 1000000, &id))
+            return "member id must be an integer in 1..1000000";
+        char host[128];
+        uint16_t port;
+        if (!parse_hostport(at + 1, host, sizeof host, &port) || port == 0 ||
+            strlen(at + 1) >= sizeof cfg->members[0].address)
+            return "member address must be HOST:PORT";
+        for (size_t i = 0; i < cfg->n_members; i++) {
+            if (cfg->members[i].id == id)
+                return "duplicate member id";
+            if (strcmp(cfg->members[i].address, at + 1) == 0)
+                return "duplicate member address";
+        }
+        cfg->members[cfg->n_members].id = id;
+        strcpy(cfg->members[cfg->n_members].address, at + 1);
+        cfg->n_members++;
+        if (end == NULL)
+            return NULL;
+        p = end + 1;
+    }
+}
+
+static const char *parse_operators(const char *v, struct mh_config *cfg)
+{
+    cfg->n_operators = 0;
+    const char *p = v;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *end = strchr(p, ',');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len == 0)
+            return "empty principal in the list";
+        if (len >= sizeof cfg->operators[0])
+            return "principal too long";
+        if (cfg->n_operators == MH_CONFIG_MAX_OPERATORS)
+            return "too many operators (at most 16)";
+        memcpy(cfg->operators[cfg->n_operators], p, len);
+        cfg->operators[cfg->n_operators][len] = '\0';
+        if (strncmp(cfg->operators[cfg->n_operators], MH_PEER_URI_PREFIX,
+                    strlen(MH_PEER_URI_PREFIX)) == 0)
+            return "a node certificate cannot be an operator";
+        cfg->n_operators++;
+        if (end == NULL)
+            return NULL;
+        p = end + 1;
+    }
+}
+
+static bool parse_bool(const char *v, bool *out)
+{
+    if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "1") == 0) {
+        *out = true;
+        return true;
+    }
+    if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "0") == 0) {
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
 #define MATCH(s, n) (strcmp(section, s) == 0 && strcmp(name, n) == 0)
 #define NUM(var, min, max, type)                                                                   \
     do {                                                                                           \
@@ -139,6 +229,31 @@ static int on_entry(void *user, const char *section, const char *name, const cha
         NUM(cfg->heartbeat_ms, 10, 10000, unsigned);
     if (MATCH("raft", "snapshot_threshold"))
         NUM(cfg->snapshot_threshold, 16, 10000000, unsigned);
+    if (MATCH("raft", "snapshot_trailing"))
+        NUM(cfg->snapshot_trailing, 4, 10000000, unsigned);
+    if (MATCH("raft", "cert"))
+        STR(cfg->raft_cert);
+    if (MATCH("raft", "key"))
+        STR(cfg->raft_key);
+    if (MATCH("raft", "ca"))
+        STR(cfg->raft_ca);
+    if (MATCH("raft", "members")) {
+        const char *why = parse_members(value, cfg);
+        if (why != NULL)
+            return fail(c, section, name, why);
+        return 1;
+    }
+    if (MATCH("raft", "join")) {
+        if (!parse_bool(value, &cfg->join))
+            return fail(c, section, name, "must be true or false");
+        return 1;
+    }
+    if (MATCH("cluster", "operators")) {
+        const char *why = parse_operators(value, cfg);
+        if (why != NULL)
+            return fail(c, section, name, why);
+        return 1;
+    }
     if (MATCH("limits", "retention_days_default"))
         NUM(cfg->retention_days_default, 7, 90, unsigned);
     if (MATCH("limits", "max_versions_per_key"))
@@ -172,6 +287,7 @@ int mh_config_load(const char *path, struct mh_config *cfg, char *err, size_t er
     cfg->election_timeout_ms = 1000;
     cfg->heartbeat_ms = 100;
     cfg->snapshot_threshold = 1024;
+    cfg->snapshot_trailing = 8192;
     cfg->retention_days_default = 90;
     cfg->max_versions_per_key = 100;
     cfg->lmdb_map_size = 8192; /* MiB */
@@ -204,6 +320,44 @@ int mh_config_load(const char *path, struct mh_config *cfg, char *err, size_t er
         snprintf(err, err_len,
                  "%s: [raft] heartbeat_ms must be at most half of election_timeout_ms", path);
         return MH_ECONFIG;
+    }
+    if (cfg->raft_cert[0] == '\0')
+        strcpy(cfg->raft_cert, cfg->cert);
+    if (cfg->raft_key[0] == '\0')
+        strcpy(cfg->raft_key, cfg->key);
+    if (cfg->raft_ca[0] == '\0')
+        strcpy(cfg->raft_ca, cfg->client_ca);
+    if (cfg->n_members == 0 && !cfg->join) {
+        cfg->members[0].id = cfg->raft_id;
+        strcpy(cfg->members[0].address, cfg->raft_address);
+        cfg->n_members = 1;
+    } else if (cfg->n_members > 0) {
+        bool self = false;
+        for (size_t i = 0; i < cfg->n_members; i++) {
+            if (cfg->members[i].id == cfg->raft_id) {
+                if (strcmp(cfg->members[i].address, cfg->raft_address) != 0) {
+                    snprintf(err, err_len,
+                             "%s: [raft] members: this node (id %llu) is listed with address %s "
+                             "but [raft] address is %s",
+                             path, (unsigned long long)cfg->raft_id, cfg->members[i].address,
+                             cfg->raft_address);
+                    return MH_ECONFIG;
+                }
+                self = true;
+            }
+        }
+        if (!self && !cfg->join) {
+            snprintf(err, err_len, "%s: [raft] members must include this node (id %llu)", path,
+                     (unsigned long long)cfg->raft_id);
+            return MH_ECONFIG;
+        }
+        if (cfg->join) {
+            snprintf(err, err_len,
+                     "%s: [raft] join = true and members are exclusive: a joining node learns "
+                     "the members from the leader",
+                     path);
+            return MH_ECONFIG;
+        }
     }
     if (cfg->seal_key_file[0] == '\0') {
         int n = snprintf(cfg->seal_key_file, sizeof cfg->seal_key_file, "%s/node-seal.key",

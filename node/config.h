@@ -10,6 +10,9 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "consensus/cluster.h"
+
+#define MH_CONFIG_MAX_OPERATORS 16
 
 struct mh_config {
     /* [node] */
@@ -29,6 +32,18 @@ struct mh_config {
     unsigned election_timeout_ms; /* default 1000 */
     unsigned heartbeat_ms;        /* default 100 */
     unsigned snapshot_threshold;  /* default 1024 */
+    unsigned snapshot_trailing;   /* default 8192 */
+    /* The peer channel's identity; default: [api] cert, key and client_ca. */
+    char raft_cert[512], raft_key[512], raft_ca[512];
+    /* members = "1@host:port, 2@host:port, 3@host:port": the bootstrap configuration,
+     * identical on every node, containing this node (same id and address). Default:
+     * this node alone. */
+    struct mh_cluster_member members[MH_CLUSTER_MAX_MEMBERS];
+    size_t n_members;
+    bool join; /* true: never bootstrap, wait for the operator's `mhsm cluster add` */
+    /* [cluster] operators = principal, principal...: who may use the control plane */
+    char operators[MH_CONFIG_MAX_OPERATORS][256];
+    size_t n_operators;
     /* [limits] */
     unsigned retention_days_default; /* default 90; 7..90 */
     unsigned max_versions_per_key;   /* default 100; 1..10000 */

@@ -48,6 +48,7 @@ enum mh_grpc_status mh_status_from_err(int err)
     case MH_EKEYOPS:
     case MH_ENOPRIVATE:
     case MH_EDOMAIN:
+    case MH_EBUSY:
         return MH_GRPC_FAILED_PRECONDITION;
     case MH_ETOOBIG:
     case MH_ELIMIT:
@@ -56,6 +57,7 @@ enum mh_grpc_status mh_status_from_err(int err)
     case MH_EPERM:
         return MH_GRPC_PERMISSION_DENIED;
     case MH_EUNAVAILABLE:
+    case MH_EPEER:
         return MH_GRPC_UNAVAILABLE;
     case MH_ECANCELLED:
         return MH_GRPC_CANCELLED;
