@@ -322,10 +322,17 @@ class Result:
 
 
 class Node:
-    """One mhsmd process with its own config, data directory and log file."""
+    """One mhsmd process with its own config, data directory and log file.
+
+    Its certificate (API and raft peer channel) is certs/node<raft_id>.pem unless
+    |cert| names another pair in the cert directory (peer-rejection tests). Raft
+    options left None are not written (mhsmd's defaults apply); |members| is the
+    bootstrap line, |join| makes a node that waits for `mhsm cluster add`."""
 
     def __init__(self, harness, name="node1", hsm_name="mhsm-test", api=None, limits=None,
-                 certs=None, raft_id=1):
+                 certs=None, raft_id=1, cert=None, members=None, join=False,
+                 election_timeout_ms=None, heartbeat_ms=None, snapshot_threshold=None,
+                 snapshot_trailing=None, ports=None):
         self.h = harness
         self.name = name
         self.hsm_name = hsm_name
@@ -335,16 +342,28 @@ class Node:
         self.log_path = os.path.join(self.dir, "mhsmd.log")
         self.config_path = os.path.join(self.dir, "mhsmd.ini")
         os.makedirs(self.dir, exist_ok=True)
-        self.port, self.raft_port = free_ports(2)
+        self.port, self.raft_port = ports if ports else free_ports(2)
         self.endpoint = "127.0.0.1:%d" % self.port
+        self.raft_address = "127.0.0.1:%d" % self.raft_port
         self.api_extra = dict(api or {})
         self.limits = dict(limits or {})
         self.raft_id = raft_id
+        self.cert_name = cert or "node%d" % raft_id
+        self.members = members
+        self.join = join
+        self.election_timeout_ms = election_timeout_ms
+        self.heartbeat_ms = heartbeat_ms
+        self.snapshot_threshold = snapshot_threshold
+        self.snapshot_trailing = snapshot_trailing
+        self.operators = ["spiffe://mhsm/operator"]
+        self.paused = False
         self.proc = None
         self._log_offset = 0
         self.write_config()
 
     def write_config(self):
+        """(Re)writes the config file from the attributes; takes effect at the next
+        start."""
         c = self.certs
         lines = [
             "; written by test/cluster/mhtest.py",
@@ -354,13 +373,22 @@ class Node:
             "log_level = info",
             "[api]",
             "listen = %s" % self.endpoint,
-            "cert = %s" % os.path.join(c, "server.pem"),
-            "key = %s" % os.path.join(c, "server.key"),
+            "cert = %s" % os.path.join(c, self.cert_name + ".pem"),
+            "key = %s" % os.path.join(c, self.cert_name + ".key"),
             "client_ca = %s" % os.path.join(c, "ca.pem"),
         ]
         lines += ["%s = %s" % kv for kv in self.api_extra.items()]
-        lines += ["[raft]", "id = %d" % self.raft_id,
-                  "address = 127.0.0.1:%d" % self.raft_port]
+        lines += ["[raft]", "id = %d" % self.raft_id, "address = %s" % self.raft_address]
+        if self.members:
+            lines.append("members = %s" % self.members)
+        if self.join:
+            lines.append("join = true")
+        for opt in ("election_timeout_ms", "heartbeat_ms", "snapshot_threshold",
+                    "snapshot_trailing"):
+            v = getattr(self, opt)
+            if v is not None:
+                lines.append("%s = %d" % (opt, v))
+        lines += ["[cluster]", "operators = %s" % ", ".join(self.operators)]
         if self.limits:
             lines.append("[limits]")
             lines += ["%s = %s" % kv for kv in self.limits.items()]
@@ -424,7 +452,34 @@ class Node:
                                                                   self.log_tail()))
 
     def running(self):
+        """The process exists (a SIGSTOPped one too; see live())."""
         return self.proc is not None and self.proc.poll() is None
+
+    def live(self):
+        """Running and not SIGSTOPped: expected to answer."""
+        return self.running() and not self.paused
+
+    def sigstop(self):
+        if not self.running():
+            raise RuntimeError("%s is not running" % self.name)
+        self.h.say("SIGSTOP %s (pid %d)" % (self.name, self.proc.pid))
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def sigcont(self):
+        if not self.running():
+            raise RuntimeError("%s is not running" % self.name)
+        self.h.say("SIGCONT %s (pid %d)" % (self.name, self.proc.pid))
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def wipe_data(self):
+        """Removes the data directory (raft log, state, seal key, sealed domain);
+        the process must be stopped."""
+        if self.running():
+            raise RuntimeError("%s: wipe_data while running" % self.name)
+        self.h.say("wipe %s" % self.data_dir)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def stop(self):
         """SIGTERM and wait (bounded); returns the exit status (None if it had to be
@@ -435,6 +490,9 @@ class Node:
             return self.proc.returncode
         self.h.say("SIGTERM %s (pid %d)" % (self.name, self.proc.pid))
         self.proc.send_signal(signal.SIGTERM)
+        if self.paused:
+            self.proc.send_signal(signal.SIGCONT)
+            self.paused = False
         try:
             return self.proc.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -449,6 +507,7 @@ class Node:
             self.h.say("kill -9 %s (pid %d)" % (self.name, self.proc.pid))
             self.proc.kill()
             self.proc.wait(timeout=10)
+        self.paused = False
 
     # -- client
 
@@ -487,6 +546,169 @@ class Node:
         if retention_days is not None:
             args += ["--retention-days", retention_days]
         return self.cli(*args)
+
+
+class Cluster:
+    """n mhsmd nodes bootstrapped together (raft ids 1..n, one members line).
+
+    Every wait is bounded and, when it runs out, prints the last log lines of every
+    node and raises RuntimeError (a `with h.section(...)` turns that into a failure).
+    A node counts as live when its process runs and is not SIGSTOPped."""
+
+    def __init__(self, harness, n=3, election_timeout_ms=1000, heartbeat_ms=100,
+                 snapshot_threshold=None, snapshot_trailing=None, limits=None):
+        self.h = harness
+        self.election_timeout_ms = election_timeout_ms
+        self.heartbeat_ms = heartbeat_ms
+        self.snapshot_threshold = snapshot_threshold
+        self.snapshot_trailing = snapshot_trailing
+        self.limits = limits
+        ports = free_ports(2 * n)
+        self.members = ", ".join("%d@127.0.0.1:%d" % (i + 1, ports[2 * i + 1])
+                                 for i in range(n))
+        self.nodes = []
+        for i in range(n):
+            self.nodes.append(self._make(i + 1, "node%d" % (i + 1), members=self.members,
+                                         ports=(ports[2 * i], ports[2 * i + 1])))
+        self.last = None  # the last Result seen by wait_serving / wait_refusing
+
+    def _make(self, raft_id, name, **kw):
+        node = Node(self.h, name=name, raft_id=raft_id, limits=self.limits,
+                    election_timeout_ms=self.election_timeout_ms,
+                    heartbeat_ms=self.heartbeat_ms,
+                    snapshot_threshold=self.snapshot_threshold,
+                    snapshot_trailing=self.snapshot_trailing, **kw)
+        self.h.nodes.append(node)
+        return node
+
+    def new_node(self, raft_id, join=True, name=None, cert=None):
+        """A node (not started, not in self.nodes) for raft id |raft_id| with a join
+        config (no members line); cert defaults to node<raft_id>. The name defaults
+        to node<raft_id> (node<raft_id>-2, -3 ... when that directory is taken)."""
+        base = name or "node%d" % raft_id
+        name, k = base, 1
+        while os.path.exists(os.path.join(self.h.tmp, name)):
+            k += 1
+            name = "%s-%d" % (base, k)
+        return self._make(raft_id, name, join=join, cert=cert,
+                          members=None if join else self.members)
+
+    # -- lifecycle
+
+    def start_all(self, wait=True):
+        """Starts every node that is not running, all before waiting (a node is
+        ready only once a majority is up), then waits for all of them."""
+        started = [n for n in self.nodes if not n.running()]
+        for n in started:
+            n.start(wait=False)
+        if wait:
+            for n in started:
+                try:
+                    n.wait_ready()
+                except RuntimeError:
+                    self.dump_logs()
+                    raise
+        return self
+
+    def dump_logs(self, lines=30):
+        for n in self.h.nodes:
+            print("---- last %d lines of %s (%s, %s):" % (
+                lines, n.name, n.log_path,
+                "paused" if n.paused else ("running" if n.running() else "stopped")),
+                flush=True)
+            print("\n".join(n.log_text().splitlines()[-lines:]), flush=True)
+
+    def _deadline_fail(self, what):
+        self.h.say("timeout: %s" % what)
+        self.dump_logs()
+        raise RuntimeError(what)
+
+    # -- activation and status
+
+    def activate(self, via=0, quorum=2, timeout=90):
+        """Security-domain download through nodes[via]; then waits (bounded) until
+        every live node answers `key list` (members fetch the domain secret from each
+        other). Returns the download's Result (no wait when it failed)."""
+        r = self.nodes[via].activate(quorum=quorum)
+        if r.rc != 0:
+            return r
+        deadline = time.monotonic() + timeout
+        for i, n in enumerate(self.nodes):
+            if n.live():
+                self.wait_serving(i, timeout=max(1.0, deadline - time.monotonic()))
+        return r
+
+    def status(self, i, timeout=10):
+        """Parsed `mhsm cluster status` of nodes[i] (operator certificate), or None."""
+        n = self.nodes[i]
+        r = n.cli("--timeout", max(1, int(timeout) - 2), "cluster", "status", cert="operator",
+                  timeout=timeout, quiet=True)
+        if r.rc == 0 and isinstance(r.json, dict):
+            return r.json
+        return None
+
+    def index_of(self, raft_id):
+        for i, n in enumerate(self.nodes):
+            if n.raft_id == raft_id:
+                return i
+        return None
+
+    def leader(self, timeout=30):
+        """Index (in self.nodes) of the node that every live node names as leader,
+        and that itself says it leads; raises on timeout."""
+        deadline = time.monotonic() + timeout
+        seen = None
+        while time.monotonic() < deadline:
+            live = [i for i, n in enumerate(self.nodes) if n.live()]
+            sts = {i: self.status(i) for i in live}
+            seen = {i: (s.get("leaderId"), s.get("state")) if s else None
+                    for i, s in sts.items()}
+            ids = {int(s.get("leaderId") or 0) for s in sts.values() if s}
+            if live and all(sts.values()) and len(ids) == 1:
+                lid = ids.pop()
+                li = self.index_of(lid) if lid else None
+                if li is not None and li in sts and sts[li].get("state") == "leader":
+                    return li
+            time.sleep(0.2)
+        self._deadline_fail("no agreed leader within %ss (node index -> (leaderId, state): %s)"
+                            % (timeout, seen))
+
+    def followers(self, timeout=30):
+        """Indexes of the live nodes other than the leader."""
+        li = self.leader(timeout=timeout)
+        return [i for i, n in enumerate(self.nodes) if n.live() and i != li]
+
+    def wait_serving(self, i, timeout=30):
+        """Until nodes[i] answers `key list` with rc 0; returns seconds waited."""
+        n = self.nodes[i]
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        while True:
+            r = n.cli("--timeout", 5, "key", "list", timeout=15, quiet=True)
+            self.last = r
+            if r.rc == 0:
+                return time.monotonic() - t0
+            if time.monotonic() >= deadline:
+                self._deadline_fail("%s not serving within %ss; last: %s" %
+                                    (n.name, timeout, r.describe()))
+            time.sleep(0.2)
+
+    def wait_refusing(self, i, timeout, args=None):
+        """Until nodes[i] answers a key operation (|args|, default `key list`) with
+        UNAVAILABLE; returns seconds waited (the refusing Result is self.last)."""
+        n = self.nodes[i]
+        args = list(args or ("key", "list"))
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        while True:
+            r = n.cli("--timeout", 5, *args, timeout=15, quiet=True)
+            self.last = r
+            if r.rc == 1 and r.status == "UNAVAILABLE":
+                return time.monotonic() - t0
+            if time.monotonic() >= deadline:
+                self._deadline_fail("%s still not refusing `%s` after %ss; last: %s" %
+                                    (n.name, " ".join(args), timeout, r.describe()))
+            time.sleep(0.1)
 
 
 class Harness:
@@ -581,6 +803,13 @@ class Harness:
         n = Node(self, name=name, **kw)
         self.nodes.append(n)
         return n
+
+    def cluster(self, n=3, election_timeout_ms=1000, heartbeat_ms=100, snapshot_threshold=None,
+                snapshot_trailing=None, limits=None):
+        """A Cluster of n nodes (not started); its nodes are also in self.nodes."""
+        return Cluster(self, n=n, election_timeout_ms=election_timeout_ms,
+                       heartbeat_ms=heartbeat_ms, snapshot_threshold=snapshot_threshold,
+                       snapshot_trailing=snapshot_trailing, limits=limits)
 
     def finish(self):
         for n in self.nodes:
