@@ -410,3 +410,163 @@ int mh_json_out_print(const json_t *j, bool table, FILE *f)
         rv = -EIO;
     return rv;
 }
+
+/* ---- cluster status ------------------------------------------------------------ */
+
+static int set_u64(json_t *obj, const char *name, uint64_t v)
+{
+    if (v > (uint64_t)INT64_MAX)
+        return MH_EPROTO;
+    return set_int(obj, name, (int64_t)v);
+}
+
+static int cluster_member_json(const Mhsm__V1__ClusterMember *m, json_t **out)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return MH_ENOMEM;
+    int rv = set_u64(o, "id", m->id);
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "address", m->address);
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "role", m->role);
+    if (rv == 0)
+        rv = set_bool(o, "leader", m->leader);
+    if (rv == 0)
+        rv = set_int(o, "lastContactMs", m->last_contact_ms);
+    if (rv < 0) {
+        json_decref(o);
+        return rv;
+    }
+    *out = o;
+    return 0;
+}
+
+int mh_json_out_cluster_status(const Mhsm__V1__ClusterStatusResponse *r, json_t **out)
+{
+    json_t *o = json_object();
+    json_t *members = json_array();
+    int rv = o != NULL && members != NULL ? 0 : MH_ENOMEM;
+    if (rv == 0)
+        rv = set_u64(o, "nodeId", r->node_id);
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "state", r->state);
+    if (rv == 0)
+        rv = set_u64(o, "leaderId", r->leader_id);
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "leaderAddress", r->leader_address);
+    if (rv == 0)
+        rv = set_u64(o, "term", r->term);
+    if (rv == 0)
+        rv = set_u64(o, "commitIndex", r->commit_index);
+    if (rv == 0)
+        rv = set_u64(o, "appliedIndex", r->applied_index);
+    if (rv == 0)
+        rv = set_u64(o, "lastIndex", r->last_index);
+    if (rv == 0)
+        rv = set_bool(o, "serving", r->serving);
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "servingReason", r->serving_reason);
+    if (rv == 0)
+        rv = set_int(o, "leaderContactMs", r->leader_contact_ms);
+    for (size_t i = 0; rv == 0 && i < r->n_members; i++) {
+        json_t *m = NULL;
+        if (r->members[i] == NULL)
+            rv = MH_EPROTO;
+        if (rv == 0)
+            rv = cluster_member_json(r->members[i], &m);
+        if (rv == 0 && json_array_append_new(members, m) != 0)
+            rv = MH_ENOMEM;
+    }
+    if (rv == 0) {
+        rv = set_new(o, "members", members);
+        members = NULL;
+    }
+    json_decref(members);
+    if (rv < 0) {
+        json_decref(o);
+        return rv;
+    }
+    *out = o;
+    return 0;
+}
+
+/* A server string for the terminal: control characters become '?'. */
+static void put_clean(FILE *f, const char *s, int width)
+{
+    int n = 0;
+    for (; s != NULL && *s != 0; s++, n++) {
+        unsigned char ch = (unsigned char)*s;
+        fputc(ch < 0x20 || ch == 0x7f ? '?' : ch, f);
+    }
+    for (; n < width; n++)
+        fputc(' ', f);
+}
+
+static const char *str_of(const json_t *o, const char *name)
+{
+    const char *s = json_string_value(json_object_get(o, name));
+    return s != NULL ? s : "";
+}
+
+static long long int_of(const json_t *o, const char *name)
+{
+    return (long long)json_integer_value(json_object_get(o, name));
+}
+
+int mh_json_out_print_cluster_table(const json_t *st, FILE *f)
+{
+    const json_t *members = json_object_get(st, "members");
+    if (!json_is_object(st) || !json_is_array(members))
+        return MH_EPROTO;
+    fprintf(f, "node %lld: ", int_of(st, "nodeId"));
+    put_clean(f, str_of(st, "state"), 0);
+    fprintf(f, ", term %lld", int_of(st, "term"));
+    if (int_of(st, "leaderId") != 0) {
+        fprintf(f, ", leader %lld (", int_of(st, "leaderId"));
+        put_clean(f, str_of(st, "leaderAddress"), 0);
+        fputc(')', f);
+    } else {
+        fputs(", no leader", f);
+    }
+    fprintf(f, ", commit %lld, applied %lld, last %lld, ", int_of(st, "commitIndex"),
+            int_of(st, "appliedIndex"), int_of(st, "lastIndex"));
+    if (json_is_true(json_object_get(st, "serving"))) {
+        fputs("serving\n", f);
+    } else {
+        fputs("not serving: ", f);
+        put_clean(f, str_of(st, "servingReason"), 0);
+        fputc('\n', f);
+    }
+    /* Column widths: the header or the widest value. */
+    int wid = 2, waddr = 7, wrole = 4;
+    char buf[32];
+    size_t i;
+    json_t *m;
+    json_array_foreach(members, i, m)
+    {
+        int l = snprintf(buf, sizeof buf, "%lld", int_of(m, "id"));
+        wid = l > wid ? l : wid;
+        int la = (int)strlen(str_of(m, "address"));
+        waddr = la > waddr ? la : waddr;
+        int lr = (int)strlen(str_of(m, "role"));
+        wrole = lr > wrole ? lr : wrole;
+    }
+    fprintf(f, "%-*s  %-*s  %-*s  %-6s  %s\n", wid, "ID", waddr, "ADDRESS", wrole, "ROLE", "LEADER",
+            "LAST-CONTACT");
+    json_array_foreach(members, i, m)
+    {
+        snprintf(buf, sizeof buf, "%lld", int_of(m, "id"));
+        fprintf(f, "%-*s  ", wid, buf);
+        put_clean(f, str_of(m, "address"), waddr);
+        fputs("  ", f);
+        put_clean(f, str_of(m, "role"), wrole);
+        long long lc = int_of(m, "lastContactMs");
+        if (lc < 0)
+            snprintf(buf, sizeof buf, "-");
+        else
+            snprintf(buf, sizeof buf, "%lld ms", lc);
+        fprintf(f, "  %-6s  %s\n", json_is_true(json_object_get(m, "leader")) ? "yes" : "no", buf);
+    }
+    return fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
+}

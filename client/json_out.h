@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "common/err.h"
+#include "mhsm/v1/cluster.pb-c.h"
 #include "mhsm/v1/keys.pb-c.h"
 
 /* Each of these builds a new object into *out. Errors: MH_EPROTO (invalid UTF-8 or a
@@ -27,6 +28,19 @@ MH_MUST_USE int mh_json_out_key_bundle(const Mhsm__V1__KeyBundle *kb, json_t **o
 MH_MUST_USE int mh_json_out_deleted_key_bundle(const Mhsm__V1__DeletedKeyBundle *d, json_t **out);
 MH_MUST_USE int mh_json_out_key_item(const Mhsm__V1__KeyItem *it, json_t **out);
 MH_MUST_USE int mh_json_out_deleted_key_item(const Mhsm__V1__DeletedKeyItem *it, json_t **out);
+
+/* mh_json_out_cluster_status builds the `mhsm cluster status` document: {"nodeId",
+ * "state","leaderId","leaderAddress","term","commitIndex","appliedIndex","lastIndex",
+ * "serving","servingReason","leaderContactMs","members":[{"id","address","role",
+ * "leader","lastContactMs"}]}. Errors: MH_EPROTO (invalid UTF-8, a counter beyond
+ * 2^63), MH_ENOMEM. */
+MH_MUST_USE int mh_json_out_cluster_status(const Mhsm__V1__ClusterStatusResponse *r, json_t **out);
+
+/* mh_json_out_print_cluster_table writes that document as a summary line and one
+ * aligned row per member (ID ADDRESS ROLE LEADER LAST-CONTACT), with control
+ * characters from the server replaced by '?'. Errors: MH_EPROTO (not such a
+ * document), -EIO. */
+MH_MUST_USE int mh_json_out_print_cluster_table(const json_t *status, FILE *f);
 
 /* Sets obj[name] to the string |s| (MH_EPROTO if not UTF-8) / to the base64url of
  * |len| bytes at |p|. */

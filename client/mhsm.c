@@ -22,6 +22,7 @@
 #include "common/secret.h"
 #include "crypto/rand.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "mhsm/v1/cluster.pb-c.h"
 #include "mhsm/v1/crypto.pb-c.h"
 #include "mhsm/v1/keys.pb-c.h"
 #include "mhsm/v1/security_domain.pb-c.h"
@@ -30,6 +31,7 @@ enum { EXIT_OK = 0, EXIT_SERVER = 1, EXIT_USAGE = 2, EXIT_CONN = 3 };
 
 #define MAX_INPUT_FILE (16u * 1024u * 1024u)
 #define MAX_LIST_PAGES 100000u
+#define MAX_NODE_ID    1000000u
 
 static const struct mh_args_flag FLAGS[] = {
     {"endpoint", MH_ARGS_VALUE},
@@ -66,6 +68,10 @@ static const struct mh_args_flag FLAGS[] = {
     {"sd-quorum", MH_ARGS_VALUE},
     {"security-domain-file", MH_ARGS_VALUE},
     {"retention-days", MH_ARGS_VALUE},
+    {"id", MH_ARGS_VALUE},
+    {"old-id", MH_ARGS_VALUE},
+    {"new-id", MH_ARGS_VALUE},
+    {"address", MH_ARGS_VALUE},
     {NULL, MH_ARGS_BOOL},
 };
 
@@ -981,6 +987,117 @@ static int cmd_key_verify(struct ctx *x)
     return o != NULL ? print_json(x, o) : local_error("out of memory");
 }
 
+/* ---- cluster (operators) --------------------------------------------------------- */
+
+/* --FLAG: a raft id 1..MAX_NODE_ID; *out unchanged when the flag is absent. */
+static int arg_node_id(struct ctx *x, const char *flag, uint64_t *out)
+{
+    const char *v = mh_args_get(&x->args, flag);
+    if (v == NULL)
+        return EXIT_OK;
+    uint32_t id;
+    if (mh_args_parse_u32(v, 1, MAX_NODE_ID, &id) < 0)
+        return usage_error("--%s takes a raft id 1..%u, not '%s'", flag, MAX_NODE_ID, v);
+    *out = id;
+    return EXIT_OK;
+}
+
+/* --address: the new node's raft address, HOST:PORT. */
+static int arg_raft_address(struct ctx *x, char **out)
+{
+    const char *v = mh_args_get(&x->args, "address");
+    char host[128], port[8];
+    if (mh_client_split_endpoint(v, host, sizeof host, port, sizeof port) < 0)
+        return usage_error("--address takes the node's raft address HOST:PORT, not '%s'", v);
+    *out = (char *)v;
+    return EXIT_OK;
+}
+
+/* Every cluster method answers with the answering node's status. */
+static int print_cluster_status(struct ctx *x, ProtobufCMessage *resp, uint64_t want_leader)
+{
+    const Mhsm__V1__ClusterStatusResponse *r = (const Mhsm__V1__ClusterStatusResponse *)resp;
+    if (want_leader != 0 && r->leader_id != want_leader)
+        fprintf(stderr, "note: the leader is now node %llu, not node %llu (raft chose)\n",
+                (unsigned long long)r->leader_id, (unsigned long long)want_leader);
+    json_t *o = NULL;
+    int rv = mh_json_out_cluster_status(r, &o);
+    mh_client_response_free(resp);
+    if (rv < 0)
+        return bad_response(rv);
+    if (!x->table)
+        return print_json(x, o);
+    rv = mh_json_out_print_cluster_table(o, stdout);
+    json_decref(o);
+    if (rv < 0) {
+        fprintf(stderr, "error: cannot write the output: %s\n", mh_strerror(rv));
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+/* Membership changes are not retried: a second ADD after an unknown outcome would
+ * only say ALREADY_EXISTS; the operator checks `mhsm cluster status` instead. */
+static int cluster_call(struct ctx *x, const char *method, const ProtobufCMessage *req,
+                        uint64_t want_leader)
+{
+    ProtobufCMessage *resp = NULL;
+    int ex = call(x, method, req, &mhsm__v1__cluster_status_response__descriptor, false, &resp);
+    if (ex != EXIT_OK)
+        return ex;
+    return print_cluster_status(x, resp, want_leader);
+}
+
+static int cmd_cluster_status(struct ctx *x)
+{
+    Mhsm__V1__ClusterStatusRequest req = MHSM__V1__CLUSTER_STATUS_REQUEST__INIT;
+    return cluster_call(x, "/mhsm.v1.Cluster/Status", &req.base, 0);
+}
+
+static int cmd_cluster_transfer(struct ctx *x)
+{
+    Mhsm__V1__TransferLeadershipRequest req = MHSM__V1__TRANSFER_LEADERSHIP_REQUEST__INIT;
+    int ex = arg_node_id(x, "id", &req.id);
+    if (ex != EXIT_OK)
+        return ex;
+    return cluster_call(x, "/mhsm.v1.Cluster/TransferLeadership", &req.base, req.id);
+}
+
+static int cmd_cluster_add(struct ctx *x)
+{
+    Mhsm__V1__AddNodeRequest req = MHSM__V1__ADD_NODE_REQUEST__INIT;
+    int ex = arg_node_id(x, "id", &req.id);
+    if (ex == EXIT_OK)
+        ex = arg_raft_address(x, &req.address);
+    if (ex != EXIT_OK)
+        return ex;
+    return cluster_call(x, "/mhsm.v1.Cluster/AddNode", &req.base, 0);
+}
+
+static int cmd_cluster_remove(struct ctx *x)
+{
+    Mhsm__V1__RemoveNodeRequest req = MHSM__V1__REMOVE_NODE_REQUEST__INIT;
+    int ex = arg_node_id(x, "id", &req.id);
+    if (ex != EXIT_OK)
+        return ex;
+    return cluster_call(x, "/mhsm.v1.Cluster/RemoveNode", &req.base, 0);
+}
+
+static int cmd_cluster_replace(struct ctx *x)
+{
+    Mhsm__V1__ReplaceNodeRequest req = MHSM__V1__REPLACE_NODE_REQUEST__INIT;
+    int ex = arg_node_id(x, "old-id", &req.old_id);
+    if (ex == EXIT_OK)
+        ex = arg_node_id(x, "new-id", &req.new_id);
+    if (ex == EXIT_OK)
+        ex = arg_raft_address(x, &req.new_address);
+    if (ex != EXIT_OK)
+        return ex;
+    if (req.old_id == req.new_id)
+        return usage_error("--new-id must differ from --old-id (a replacement gets a new raft id)");
+    return cluster_call(x, "/mhsm.v1.Cluster/ReplaceNode", &req.base, 0);
+}
+
 /* ---- misc ----------------------------------------------------------------------- */
 
 static int cmd_random(struct ctx *x)
@@ -1103,6 +1220,26 @@ static const struct command COMMANDS[] = {
      L("name", "algorithm", "digest", "signature"),
      "--name NAME [--version V] --algorithm ALG --digest B64 --signature B64",
      "Verify a signature over a digest. Prints {\"isValid\":true|false}."},
+    {"cluster", "status", cmd_cluster_status, NONE, NONE, "",
+     "Show the answering node's view of the cluster (operators only).\n"
+     "State, leader, term, commit/applied/last index, whether it serves (and why not),\n"
+     "and every member with its role and last contact."},
+    {"cluster", "transfer", cmd_cluster_transfer, L("id"), NONE, "[--id N]",
+     "Move the leadership to another voter (operators only).\n"
+     "To voter N, or one the leader picks. Best effort: prints the status afterwards,\n"
+     "with a note on stderr when raft chose another node."},
+    {"cluster", "add", cmd_cluster_add, L("id", "address"), L("id", "address"),
+     "--id N --address HOST:PORT",
+     "Add a node to the cluster (operators only).\n"
+     "Node N must run with [raft] join = true and listen for peers on HOST:PORT; it is\n"
+     "added as spare, caught up, then promoted to voter. Prints the status."},
+    {"cluster", "remove", cmd_cluster_remove, L("id"), L("id"), "--id N",
+     "Remove a node from the cluster (operators only). Prints the status."},
+    {"cluster", "replace", cmd_cluster_replace, L("old-id", "new-id", "address"),
+     L("old-id", "new-id", "address"), "--old-id N --new-id M --address HOST:PORT",
+     "Replace a node by a new one (operators only).\n"
+     "Adds node M at HOST:PORT (spare, catch up, voter), then removes node N. Prints the\n"
+     "status; on failure says which step failed."},
     {NULL, "random", cmd_random, L("count"), L("count"), "--count N",
      "Random bytes from the HSM (1..128). Prints {\"value\"}."},
     {NULL, "health", cmd_health, NONE, NONE, "",
@@ -1137,7 +1274,7 @@ static void print_top_help(FILE *f, const char *group)
 
 static bool is_group(const char *w)
 {
-    return strcmp(w, "key") == 0 || strcmp(w, "security-domain") == 0;
+    return strcmp(w, "key") == 0 || strcmp(w, "security-domain") == 0 || strcmp(w, "cluster") == 0;
 }
 
 static const struct command *find_command(const struct mh_args *a, size_t *used)

@@ -2,7 +2,12 @@
 
 #include <string.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "client/args.h"
+#include "client/json_out.h"
+#include "client/rpc_client.h"
 #include "common/b64.h"
 
 static const struct mh_args_flag FLAGS[] = {
@@ -291,6 +296,161 @@ static void test_parse_mutations(void **state)
     }
 }
 
+/* ---- mhsm cluster: the flags and value checks client/mhsm.c applies ---------- */
+
+static const struct mh_args_flag CLUSTER_FLAGS[] = {
+    {"endpoint", MH_ARGS_VALUE}, {"output", MH_ARGS_VALUE}, {"id", MH_ARGS_VALUE},
+    {"old-id", MH_ARGS_VALUE},   {"new-id", MH_ARGS_VALUE}, {"address", MH_ARGS_VALUE},
+    {NULL, MH_ARGS_BOOL},
+};
+
+static int parse_cluster(struct mh_args *a, char *err, size_t n, const char **argv)
+{
+    int argc = 0;
+    while (argv[argc] != NULL)
+        argc++;
+    return mh_args_parse(argc, (char *const *)argv, CLUSTER_FLAGS, a, err, n);
+}
+
+static void test_cluster_args(void **state)
+{
+    (void)state;
+    const char *argv[] = {
+        "mhsm",       "--endpoint", "127.0.0.1:8444", "cluster",  "replace", "--old-id", "2",
+        "--new-id=4", "--address",  "127.0.0.1:9446", "--output", "table",   NULL};
+    struct mh_args a;
+    char err[128];
+    assert_int_equal(parse_cluster(&a, err, sizeof err, argv), 0);
+    assert_int_equal(a.n_words, 2);
+    assert_string_equal(a.words[0], "cluster");
+    assert_string_equal(a.words[1], "replace");
+    assert_string_equal(mh_args_get(&a, "old-id"), "2");
+    assert_string_equal(mh_args_get(&a, "new-id"), "4");
+    assert_string_equal(mh_args_get(&a, "address"), "127.0.0.1:9446");
+    const char *const replace[] = {"old-id", "new-id", "address", NULL};
+    const char *const remove[] = {"id", NULL};
+    const char *const global[] = {"endpoint", "output", NULL};
+    assert_int_equal(mh_args_check(&a, replace, global, err, sizeof err), 0);
+    /* `cluster remove` takes --id only */
+    assert_int_equal(mh_args_check(&a, remove, global, err, sizeof err), MH_EINVAL);
+    assert_non_null(strstr(err, "--old-id"));
+    mh_args_free(&a);
+    const char *twice[] = {"mhsm", "cluster", "remove", "--id", "2", "--id", "3", NULL};
+    assert_int_equal(parse_cluster(&a, err, sizeof err, twice), MH_EINVAL);
+    assert_non_null(strstr(err, "more than once"));
+    mh_args_free(&a);
+    const char *novalue[] = {"mhsm", "cluster", "add", "--address", NULL};
+    assert_int_equal(parse_cluster(&a, err, sizeof err, novalue), MH_EINVAL);
+    mh_args_free(&a);
+
+    /* raft ids: 1..1000000 in plain decimal */
+    static const char *const GOOD_IDS[] = {"1", "4", "1000000"};
+    static const char *const BAD_IDS[] = {"0",  "1000001", "01", "",    "-1",         "+2",
+                                          "4x", " 4",      "4 ", "0x4", "99999999999"};
+    uint32_t id;
+    for (size_t i = 0; i < sizeof GOOD_IDS / sizeof GOOD_IDS[0]; i++)
+        assert_int_equal(mh_args_parse_u32(GOOD_IDS[i], 1, 1000000, &id), 0);
+    assert_int_equal(id, 1000000);
+    for (size_t i = 0; i < sizeof BAD_IDS / sizeof BAD_IDS[0]; i++)
+        assert_int_equal(mh_args_parse_u32(BAD_IDS[i], 1, 1000000, &id), MH_EINVAL);
+
+    /* raft addresses: HOST:PORT */
+    static const char *const GOOD_ADDR[] = {"127.0.0.1:9446", "[::1]:9446", "node4.example:1",
+                                            "h:65535"};
+    static const char *const BAD_ADDR[] = {":9446",      "host",    "host:",     "host:0",
+                                           "host:65536", "ho st:1", "::1:9446",  "host:09",
+                                           "host:1x",    "",        "[::1]9446", "h/x:1"};
+    char host[128], port[8];
+    for (size_t i = 0; i < sizeof GOOD_ADDR / sizeof GOOD_ADDR[0]; i++)
+        assert_int_equal(
+            mh_client_split_endpoint(GOOD_ADDR[i], host, sizeof host, port, sizeof port), 0);
+    for (size_t i = 0; i < sizeof BAD_ADDR / sizeof BAD_ADDR[0]; i++)
+        assert_int_equal(
+            mh_client_split_endpoint(BAD_ADDR[i], host, sizeof host, port, sizeof port), MH_EINVAL);
+}
+
+/* The status document (camelCase, the brief's names) and its table. */
+static void test_cluster_status_output(void **state)
+{
+    (void)state;
+    Mhsm__V1__ClusterMember m[2];
+    Mhsm__V1__ClusterMember *mp[2] = {&m[0], &m[1]};
+    for (int i = 0; i < 2; i++)
+        mhsm__v1__cluster_member__init(&m[i]);
+    m[0].id = 1;
+    m[0].address = (char *)"127.0.0.1:9443";
+    m[0].role = (char *)"voter";
+    m[0].leader = 1;
+    m[0].last_contact_ms = -1;
+    m[1].id = 2;
+    m[1].address = (char *)"127.0.0.1:9444\x1b[2J"; /* a hostile server's terminal escape */
+    m[1].role = (char *)"spare";
+    m[1].last_contact_ms = 12;
+    Mhsm__V1__ClusterStatusResponse r = MHSM__V1__CLUSTER_STATUS_RESPONSE__INIT;
+    r.node_id = 1;
+    r.state = (char *)"leader";
+    r.leader_id = 1;
+    r.leader_address = (char *)"127.0.0.1:9443";
+    r.term = 3;
+    r.commit_index = 42;
+    r.applied_index = 41;
+    r.last_index = 43;
+    r.serving = 0;
+    r.serving_reason = (char *)"catching up: applied 41 of 42";
+    r.n_members = 2;
+    r.members = mp;
+    json_t *o = NULL;
+    assert_int_equal(mh_json_out_cluster_status(&r, &o), 0);
+    static const char *const KEYS[] = {
+        "nodeId",  "state",         "leaderId",        "leaderAddress",
+        "term",    "commitIndex",   "appliedIndex",    "lastIndex",
+        "serving", "servingReason", "leaderContactMs", "members"};
+    assert_int_equal(json_object_size(o), sizeof KEYS / sizeof KEYS[0]);
+    for (size_t i = 0; i < sizeof KEYS / sizeof KEYS[0]; i++)
+        assert_non_null(json_object_get(o, KEYS[i]));
+    assert_int_equal(json_integer_value(json_object_get(o, "appliedIndex")), 41);
+    assert_true(json_is_false(json_object_get(o, "serving")));
+    json_t *m1 = json_array_get(json_object_get(o, "members"), 1);
+    assert_int_equal(json_object_size(m1), 5);
+    assert_string_equal(json_string_value(json_object_get(m1, "role")), "spare");
+    assert_true(json_is_false(json_object_get(m1, "leader")));
+    assert_int_equal(json_integer_value(json_object_get(m1, "lastContactMs")), 12);
+
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = open_memstream(&text, &text_len);
+    assert_non_null(f);
+    assert_int_equal(mh_json_out_print_cluster_table(o, f), 0);
+    fclose(f);
+    assert_non_null(strstr(text, "node 1: leader, term 3, leader 1 (127.0.0.1:9443)"));
+    assert_non_null(strstr(text, "not serving: catching up: applied 41 of 42"));
+    assert_non_null(strstr(text, "ID  ADDRESS"));
+    assert_non_null(strstr(text, "LAST-CONTACT"));
+    assert_non_null(strstr(text, "voter  yes"));
+    assert_non_null(strstr(text, "12 ms"));
+    assert_null(strchr(text, '\x1b'));
+    free(text);
+    json_decref(o);
+
+    /* a table of something else is refused */
+    json_t *arr = json_array();
+    f = open_memstream(&text, &text_len);
+    assert_int_equal(mh_json_out_print_cluster_table(arr, f), MH_EPROTO);
+    fclose(f);
+    free(text);
+    json_decref(arr);
+
+    /* responses the CLI must not render */
+    m[1].address = (char *)"\xff\xfe";
+    assert_int_equal(mh_json_out_cluster_status(&r, &o), MH_EPROTO);
+    m[1].address = (char *)"127.0.0.1:9444";
+    r.term = (uint64_t)INT64_MAX + 1u;
+    assert_int_equal(mh_json_out_cluster_status(&r, &o), MH_EPROTO);
+    r.term = 3;
+    mp[1] = NULL;
+    assert_int_equal(mh_json_out_cluster_status(&r, &o), MH_EPROTO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -303,6 +463,8 @@ int main(void)
         cmocka_unit_test(test_decode_bytes),
         cmocka_unit_test(test_tags),
         cmocka_unit_test(test_parse_mutations),
+        cmocka_unit_test(test_cluster_args),
+        cmocka_unit_test(test_cluster_status_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
