@@ -1,12 +1,9 @@
 #include "consensus/cluster.h"
 
-#include <errno.h>
-#include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <raft.h>
@@ -15,30 +12,81 @@
 #include "common/fsutil.h"
 #include "common/log.h"
 
-#define POLL_MS 20
+#define POLL_MS            20
+#define FORWARD_TIMEOUT_MS 10000u
+#define CHANGE_TIMEOUT_MS  120000u /* promotion to voter runs raft's catch-up rounds */
+#define FETCH_TIMEOUT_MS   5000u
+#define MAX_PEER_MESSAGE   (MH_FSM_MAX_COMMAND + 4096u)
+
+/* A forwarded proposal waiting until this node's FSM applied the leader's index. */
+struct prop_priv {
+    struct raft_apply apply; /* leader path */
+    struct mh_cluster *c;
+    uint64_t index;           /* the entry's raft index, once known */
+    uint64_t deadline;        /* uv_now() bound for the local apply */
+    struct mh_peer_call call; /* follower path: the call to the leader */
+    struct mh_fsm_result res;
+    struct prop_priv *next; /* waiters list */
+};
+_Static_assert(sizeof(struct prop_priv) <= sizeof(((struct mh_proposal *)0)->private_),
+               "mh_proposal.private_ too small");
+
+struct change_priv {
+    union {
+        struct raft_change change;
+        struct raft_transfer transfer;
+    } u;
+    struct mh_peer_call call;
+    struct mh_cluster *c;
+    uint64_t id;
+    int op;
+};
+_Static_assert(sizeof(struct change_priv) <= sizeof(((struct mh_cluster_change *)0)->private_),
+               "mh_cluster_change.private_ too small");
+
+struct fetch_priv {
+    struct mh_peer_call call;
+    struct mh_cluster *c;
+    uint64_t last_id; /* the member asked last; members are asked in id order */
+    int last_rc;
+    uint8_t domain_id[32];
+    size_t id_len;
+};
+_Static_assert(sizeof(struct fetch_priv) <= sizeof(((struct mh_cluster_fetch *)0)->private_),
+               "mh_cluster_fetch.private_ too small");
 
 struct mh_cluster {
     uv_loop_t *loop;
     struct mh_fsm *fsm;
+    struct mh_peer *peer;
+    uint64_t id;
+    unsigned election_timeout_ms;
+    unsigned forward_timeout_ms;
     struct raft raft;
     struct raft_io io;
     struct raft_uv_transport transport;
     struct raft_fsm rfsm;
-    uv_timer_t poll;  /* watches for leadership, then proposes the barrier */
-    uv_idle_t tdefer; /* never started: closing it defers the transport close cb */
+    uv_timer_t poll;  /* barrier, follower catch-up, waiter deadlines */
+    uv_timer_t wake;  /* completes waiters on the loop turn after an apply */
+    uv_idle_t tdefer; /* never started: closing it defers the socketless transport's close cb */
     raft_uv_transport_close_cb tclose_cb;
     struct raft_barrier barrier;
     struct mh_fsm_result result; /* fsm apply -> raft apply cb (same loop turn) */
+    struct prop_priv *waiters;
+    mh_cluster_domain_fn domain_fn;
+    void *domain_arg;
+    /* serving state */
+    uint64_t barrier_term; /* term in which this node's leader barrier was applied */
+    uint64_t follow_term, follow_leader, catchup_target;
+    bool caught_up;
+    bool was_serving;
+    char reason[160];
     int lock_fd;
     int handles; /* open uv handles of ours */
-    bool barrier_pending, ready, stopping, failed, free_on_close;
+    bool barrier_pending, stopping, failed, free_on_close;
     void (*done)(void *arg);
     void *done_arg;
 };
-
-/* The proposal's private area holds raft's request. */
-_Static_assert(sizeof(struct raft_apply) <= sizeof(((struct mh_proposal *)0)->private_),
-               "mh_proposal.private_ too small for struct raft_apply");
 
 static int map_raft(int rv)
 {
@@ -49,6 +97,7 @@ static int map_raft(int rv)
     case RAFT_LEADERSHIPLOST:
     case RAFT_SHUTDOWN:
     case RAFT_CANCELED:
+    case RAFT_NOCONNECTION:
         return MH_EUNAVAILABLE;
     case RAFT_NOMEM:
         return MH_ENOMEM;
@@ -56,17 +105,31 @@ static int map_raft(int rv)
         return MH_ETOOBIG;
     case RAFT_CORRUPT:
         return MH_ECORRUPT;
+    case RAFT_CANTCHANGE:
+        return MH_EBUSY;
+    case RAFT_DUPLICATEID:
+    case RAFT_DUPLICATEADDRESS:
+        return MH_EEXIST;
+    case RAFT_BADID:
+        return MH_ENOTFOUND;
+    case RAFT_BADROLE:
+    case RAFT_INVALID:
+        return MH_EINVAL;
     default:
         return MH_ESTORE;
     }
 }
 
-/* ---- the transport: issue 3 runs one voter, which never talks to a peer ---- */
+static uint64_t now_ms(const struct mh_cluster *c)
+{
+    return uv_now(c->loop);
+}
 
-/* A raft_uv_transport that opens no socket: listen accepts nothing and connect
- * fails. raft's own TCP transport would listen unauthenticated (and its decoder
- * trusts peers), so it is never used. Issue 4 replaces this with the mutual-TLS
- * transport (socketpair proxy, tech-notes 1.6 option A). */
+/* ---- the socketless transport (single voter without a peer endpoint) ------- */
+
+/* Used when no peer endpoint is given (unit tests of one voter): listen accepts
+ * nothing and connect fails. raft's own TCP transport is never used: it listens
+ * unauthenticated and its decoder trusts peers. */
 static int tr_init(struct raft_uv_transport *t, raft_id id, const char *address)
 {
     (void)t;
@@ -88,8 +151,7 @@ static int tr_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, 
     (void)req;
     (void)cb;
     (void)address;
-    snprintf(t->errmsg, sizeof t->errmsg, "no transport to peers yet (id %llu)",
-             (unsigned long long)id);
+    snprintf(t->errmsg, sizeof t->errmsg, "no peer transport (id %llu)", (unsigned long long)id);
     return RAFT_NOCONNECTION;
 }
 
@@ -109,7 +171,7 @@ static void finish_handle(struct mh_cluster *c)
         done(arg);
 }
 
-static void poll_closed(uv_handle_t *h)
+static void handle_closed(uv_handle_t *h)
 {
     finish_handle(h->data);
 }
@@ -133,6 +195,46 @@ static void tr_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
     uv_close((uv_handle_t *)&c->tdefer, tdefer_closed);
 }
 
+/* ---- waiters: forwarded proposals until the local FSM caught up ------------ */
+
+static void complete_waiters(struct mh_cluster *c, int fail_rc)
+{
+    uint64_t applied = raft_last_applied(&c->raft);
+    uint64_t now = now_ms(c);
+    struct prop_priv **pp = &c->waiters;
+    while (*pp != NULL) {
+        struct prop_priv *w = *pp;
+        int rc = 1;
+        if (fail_rc != 0)
+            rc = fail_rc;
+        else if (applied >= w->index)
+            rc = 0;
+        else if (now >= w->deadline) {
+            MH_WARN("raft",
+                    "msg=\"forwarded entry committed but not applied here in time\" index=%llu "
+                    "applied=%llu",
+                    (unsigned long long)w->index, (unsigned long long)applied);
+            rc = MH_EUNAVAILABLE;
+        }
+        if (rc == 1) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        struct mh_proposal *p =
+            (struct mh_proposal *)(void *)((uint8_t *)w - offsetof(struct mh_proposal, private_));
+        if (rc == 0)
+            p->cb(p, 0, &w->res);
+        else
+            p->cb(p, rc, NULL);
+    }
+}
+
+static void wake_cb(uv_timer_t *t)
+{
+    complete_waiters(t->data, 0);
+}
+
 /* ---- the FSM under raft (struct raft_fsm version 1) ----------------------- */
 
 static int rfsm_apply(struct raft_fsm *f, const struct raft_buffer *buf, void **result)
@@ -147,10 +249,11 @@ static int rfsm_apply(struct raft_fsm *f, const struct raft_buffer *buf, void **
         MH_ERROR("raft", "msg=\"apply failed; node must stop\" index=%llu err=%s",
                  (unsigned long long)index, mh_errname(rv));
         c->failed = true;
-        c->ready = false;
         return RAFT_IOERR;
     }
     *result = &c->result;
+    if (c->waiters != NULL && !c->stopping)
+        uv_timer_start(&c->wake, wake_cb, 0, 0);
     return 0;
 }
 
@@ -195,11 +298,118 @@ static int rfsm_restore(struct raft_fsm *f, struct raft_buffer *buf)
         MH_ERROR("raft", "msg=\"snapshot restore failed\" err=%s", mh_errname(rv));
         return rv == MH_ECORRUPT ? RAFT_CORRUPT : RAFT_IOERR;
     }
+    MH_INFO("raft", "msg=\"snapshot restored\" bytes=%zu", buf->len);
     raft_free(buf->base); /* ours on success */
+    if (c->waiters != NULL && !c->stopping)
+        uv_timer_start(&c->wake, wake_cb, 0, 0);
     return 0;
 }
 
-/* ---- readiness ------------------------------------------------------------ */
+/* ---- membership view -------------------------------------------------------- */
+
+static const struct raft_server *find_server(struct mh_cluster *c, uint64_t id)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++)
+        if (conf->servers[i].id == id)
+            return &conf->servers[i];
+    return NULL;
+}
+
+bool mh_cluster_is_member(struct mh_cluster *c, uint64_t id)
+{
+    return find_server(c, id) != NULL;
+}
+
+static bool contact_fresh(struct mh_cluster *c, uint64_t id)
+{
+    if (c->peer == NULL)
+        return true;
+    uint64_t last = mh_peer_last_recv(c->peer, id);
+    return last != 0 && now_ms(c) - last < c->election_timeout_ms;
+}
+
+static void leader_of(struct mh_cluster *c, uint64_t *id, const char **address)
+{
+    raft_id lid = 0;
+    const char *addr = NULL;
+    raft_leader(&c->raft, &lid, &addr);
+    *id = lid;
+    *address = addr != NULL ? addr : "";
+}
+
+/* NULL when serving; otherwise why not, in c->reason. */
+static const char *unready(struct mh_cluster *c)
+{
+    if (c->stopping)
+        return "the node is shutting down";
+    if (c->failed)
+        return "the state machine failed to apply the log; the node must be restarted";
+    int state = raft_state(&c->raft);
+    uint64_t lid;
+    const char *laddr;
+    leader_of(c, &lid, &laddr);
+    if (state == RAFT_LEADER) {
+        if (c->barrier_term != c->raft.current_term)
+            return "newly elected leader, applying the log";
+        const struct raft_configuration *conf = &c->raft.configuration;
+        unsigned voters = 0, reached = 0;
+        for (unsigned i = 0; i < conf->n; i++) {
+            if (conf->servers[i].role != RAFT_VOTER)
+                continue;
+            voters++;
+            if (conf->servers[i].id == c->id || contact_fresh(c, conf->servers[i].id))
+                reached++;
+        }
+        if (reached * 2 <= voters) {
+            snprintf(c->reason, sizeof c->reason,
+                     "leader without a majority: %u of %u voters heard from within %u ms", reached,
+                     voters, c->election_timeout_ms);
+            return c->reason;
+        }
+        return NULL;
+    }
+    if (state != RAFT_FOLLOWER || lid == 0) {
+        snprintf(c->reason, sizeof c->reason,
+                 "no raft leader known (this node is %s); a majority of the members must be "
+                 "reachable",
+                 state == RAFT_CANDIDATE ? "a candidate" : "not following");
+        return c->reason;
+    }
+    if (!contact_fresh(c, lid)) {
+        uint64_t last = c->peer != NULL ? mh_peer_last_recv(c->peer, lid) : 0;
+        if (last == 0)
+            snprintf(c->reason, sizeof c->reason, "no contact with the leader (node %llu) yet",
+                     (unsigned long long)lid);
+        else
+            snprintf(c->reason, sizeof c->reason,
+                     "no contact with the leader (node %llu) for %llu ms (limit %u ms): this "
+                     "node may be cut off from the majority",
+                     (unsigned long long)lid, (unsigned long long)(now_ms(c) - last),
+                     c->election_timeout_ms);
+        return c->reason;
+    }
+    if (!c->caught_up || c->follow_term != c->raft.current_term || c->follow_leader != lid) {
+        snprintf(c->reason, sizeof c->reason, "catching up with the leader: applied %llu of %llu",
+                 (unsigned long long)raft_last_applied(&c->raft),
+                 (unsigned long long)c->catchup_target);
+        return c->reason;
+    }
+    return NULL;
+}
+
+bool mh_cluster_ready(const struct mh_cluster *c)
+{
+    return unready((struct mh_cluster *)c) == NULL;
+}
+
+const char *mh_cluster_unready_reason(struct mh_cluster *c)
+{
+    const char *r = unready(c);
+    return r != NULL ? r : "";
+}
+
+/* ---- readiness: leader barrier, follower catch-up ---------------------------- */
 
 static void barrier_cb(struct raft_barrier *req, int status)
 {
@@ -213,8 +423,11 @@ static void barrier_cb(struct raft_barrier *req, int status)
     }
     if (raft_state(&c->raft) != RAFT_LEADER)
         return;
-    c->ready = true;
-    MH_INFO("raft", "msg=\"ready\" last_applied=%llu",
+    /* The barrier committed in the current term, so every earlier entry (the whole
+     * log replay at start, the previous leader's tail) is applied. */
+    c->barrier_term = c->raft.current_term;
+    MH_INFO("raft", "msg=\"leader ready\" term=%llu last_applied=%llu",
+            (unsigned long long)c->raft.current_term,
             (unsigned long long)raft_last_applied(&c->raft));
 }
 
@@ -223,58 +436,882 @@ static void poll_cb(uv_timer_t *t)
     struct mh_cluster *c = t->data;
     if (c->stopping || c->failed)
         return;
-    if (raft_state(&c->raft) != RAFT_LEADER) {
-        if (c->ready)
-            MH_WARN("raft", "msg=\"leadership lost\"");
-        c->ready = false;
-        return;
+    int state = raft_state(&c->raft);
+    if (state == RAFT_LEADER) {
+        if (c->barrier_term != c->raft.current_term && !c->barrier_pending) {
+            c->barrier.data = c;
+            int rv = raft_barrier(&c->raft, &c->barrier, barrier_cb);
+            if (rv != 0)
+                MH_WARN("raft", "msg=\"barrier refused\" err=\"%s\"", raft_strerror(rv));
+            else
+                c->barrier_pending = true;
+        }
+        c->caught_up = false;
+        c->follow_term = 0;
+    } else {
+        uint64_t lid;
+        const char *laddr;
+        leader_of(c, &lid, &laddr);
+        if (state == RAFT_FOLLOWER && lid != 0 && contact_fresh(c, lid)) {
+            if (c->follow_term != c->raft.current_term || c->follow_leader != lid) {
+                /* A new leader (or contact regained): serve once everything the
+                 * leader had committed when we heard from it is applied here. */
+                c->follow_term = c->raft.current_term;
+                c->follow_leader = lid;
+                c->catchup_target = c->raft.commit_index;
+                c->caught_up = false;
+            }
+            if (!c->caught_up && raft_last_applied(&c->raft) >= c->catchup_target)
+                c->caught_up = true;
+        } else {
+            c->caught_up = false;
+            c->follow_term = 0;
+        }
     }
-    if (c->ready || c->barrier_pending)
-        return;
-    /* The barrier commits in the current term, which commits and applies every
-     * earlier entry (the whole log replay at start) before its callback runs. */
-    c->barrier.data = c;
-    int rv = raft_barrier(&c->raft, &c->barrier, barrier_cb);
-    if (rv != 0) {
-        MH_WARN("raft", "msg=\"barrier refused\" err=\"%s\"", raft_strerror(rv));
-        return;
+    if (c->waiters != NULL)
+        complete_waiters(c, 0);
+    const char *why = unready(c);
+    if (why == NULL && !c->was_serving) {
+        MH_INFO("raft", "msg=\"serving\" state=%s term=%llu applied=%llu",
+                state == RAFT_LEADER ? "leader" : "follower",
+                (unsigned long long)c->raft.current_term,
+                (unsigned long long)raft_last_applied(&c->raft));
+        c->was_serving = true;
+    } else if (why != NULL && c->was_serving) {
+        MH_WARN("raft", "msg=\"not serving\" reason=\"%s\"", why);
+        c->was_serving = false;
     }
-    c->barrier_pending = true;
 }
 
-bool mh_cluster_ready(const struct mh_cluster *c)
+/* ---- proposals ---------------------------------------------------------------- */
+
+static struct prop_priv *prop_priv(struct mh_proposal *p)
 {
-    struct mh_cluster *m = (struct mh_cluster *)c; /* raft_state takes no const */
-    return c->ready && !c->stopping && !c->failed && raft_state(&m->raft) == RAFT_LEADER;
+    return (struct prop_priv *)(void *)p->private_;
 }
 
-/* ---- start / stop ----------------------------------------------------------- */
+/* Copies |n| packed Command bytes into a raft buffer padded to a multiple of 8 with
+ * the unknown field MH_CLUSTER_PAD_FIELD (raft 0.15's segment writer needs it). */
+static int padded_buffer(const uint8_t *packed, size_t n, struct raft_buffer *buf)
+{
+    size_t k = (8 - n % 8) % 8;
+    size_t pad = n == 0 ? 8 : k == 0 ? 0 : k < 3 ? k + 8 : k;
+    if (n > MH_FSM_MAX_COMMAND - pad)
+        return MH_ETOOBIG;
+    buf->len = n + pad;
+    buf->base = raft_malloc(buf->len);
+    if (buf->base == NULL)
+        return MH_ENOMEM;
+    uint8_t *b = buf->base;
+    if (n > 0)
+        memcpy(b, packed, n);
+    if (pad > 0) {
+        b[n] = MH_CLUSTER_PAD_TAG0;
+        b[n + 1] = MH_CLUSTER_PAD_TAG1;
+        b[n + 2] = (uint8_t)(pad - 3);
+        memset(b + n + 3, 0, pad - 3);
+    }
+    return 0;
+}
 
-/* raft_uv does not lock its directory; two processes appending to one log would
- * destroy it. The flock lives as long as the cluster. */
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    struct mh_proposal *p = req->data;
+    prop_priv(p)->index = req->index;
+    if (status != 0) {
+        p->cb(p, map_raft(status), NULL);
+        return;
+    }
+    p->cb(p, 0, result);
+}
+
+/* Leader: append |packed| (n bytes). */
+static int leader_apply(struct mh_cluster *c, const uint8_t *packed, size_t n,
+                        struct mh_proposal *p)
+{
+    struct raft_buffer buf;
+    MH_TRY(padded_buffer(packed, n, &buf));
+    struct prop_priv *pv = prop_priv(p);
+    memset(&pv->apply, 0, sizeof pv->apply);
+    pv->apply.data = p;
+    pv->c = c;
+    pv->index = 0;
+    int rrv = raft_apply(&c->raft, &pv->apply, &buf, 1, apply_cb);
+    if (rrv != 0) {
+        raft_free(buf.base); /* ownership passes to raft only on success */
+        MH_WARN("raft", "msg=\"apply refused\" err=\"%s\"", raft_strerror(rrv));
+        return map_raft(rrv);
+    }
+    return 0;
+}
+
+static int pack_response(const Mhsm__Internal__PeerResponse *r, uint8_t **out, size_t *len)
+{
+    size_t n = mhsm__internal__peer_response__get_packed_size(r);
+    uint8_t *b = malloc(n > 0 ? n : 1);
+    if (b == NULL)
+        return MH_ENOMEM;
+    mhsm__internal__peer_response__pack(r, b);
+    *out = b;
+    *len = n;
+    return 0;
+}
+
+static void respond(struct mh_peer_req *req, const Mhsm__Internal__PeerResponse *r)
+{
+    uint8_t *b = NULL;
+    size_t n = 0;
+    if (pack_response(r, &b, &n) < 0) {
+        /* Out of memory: an empty response decodes as rc 0 with nothing; send a
+         * minimal hand-packed failure instead (field 1, zigzag MH_ENOMEM). */
+        Mhsm__Internal__PeerResponse f = MHSM__INTERNAL__PEER_RESPONSE__INIT;
+        f.rc = MH_ENOMEM;
+        uint8_t tmp[16];
+        size_t k = mhsm__internal__peer_response__pack(&f, tmp);
+        mh_peer_respond(req, tmp, k);
+        return;
+    }
+    mh_peer_respond(req, b, n);
+    free(b);
+}
+
+static void respond_rc(struct mh_cluster *c, struct mh_peer_req *req, int rc, const char *msg)
+{
+    Mhsm__Internal__PeerResponse r = MHSM__INTERNAL__PEER_RESPONSE__INIT;
+    uint64_t lid;
+    const char *laddr;
+    leader_of(c, &lid, &laddr);
+    r.rc = rc;
+    r.message = (char *)(msg != NULL ? msg : mh_strerror(rc));
+    r.leader_id = lid;
+    respond(req, &r);
+}
+
+/* Follower: the leader answered a forwarded proposal. */
+static void forward_done(struct mh_peer_call *call, int rc, const uint8_t *msg, size_t len)
+{
+    struct prop_priv *pv = call->data;
+    struct mh_cluster *c = pv->c;
+    struct mh_proposal *p =
+        (struct mh_proposal *)(void *)((uint8_t *)pv - offsetof(struct mh_proposal, private_));
+    if (rc < 0) {
+        MH_WARN("raft", "msg=\"forwarding to the leader failed\" err=%s", mh_errname(rc));
+        p->cb(p, MH_EUNAVAILABLE, NULL);
+        return;
+    }
+    Mhsm__Internal__PeerResponse *r = mhsm__internal__peer_response__unpack(NULL, len, msg);
+    if (r == NULL) {
+        MH_WARN("raft", "msg=\"malformed response from the leader\"");
+        p->cb(p, MH_EUNAVAILABLE, NULL);
+        return;
+    }
+    if (r->rc != 0) {
+        int frc = r->rc;
+        MH_INFO("raft", "msg=\"leader refused a forwarded proposal\" err=%s detail=\"%s\"",
+                mh_errname(frc), r->message);
+        mhsm__internal__peer_response__free_unpacked(r, NULL);
+        p->cb(p, frc == MH_ETOOBIG || frc == MH_ENOMEM ? frc : MH_EUNAVAILABLE, NULL);
+        return;
+    }
+    pv->index = r->index;
+    memset(&pv->res, 0, sizeof pv->res);
+    pv->res.rc = r->result_rc;
+    snprintf(pv->res.name, sizeof pv->res.name, "%s", r->name);
+    snprintf(pv->res.version, sizeof pv->res.version, "%s", r->version);
+    mhsm__internal__peer_response__free_unpacked(r, NULL);
+    if (c->stopping) {
+        p->cb(p, MH_EUNAVAILABLE, NULL);
+        return;
+    }
+    /* Answer once this node's own FSM has applied the entry (read your writes). */
+    pv->deadline = now_ms(c) + c->forward_timeout_ms;
+    pv->next = c->waiters;
+    c->waiters = pv;
+    uv_timer_start(&c->wake, wake_cb, 0, 0);
+}
+
+int mh_cluster_propose(struct mh_cluster *c, const Mhsm__Internal__Command *cmd,
+                       struct mh_proposal *p, mh_propose_cb cb)
+{
+    if (!mh_cluster_ready(c))
+        return MH_EUNAVAILABLE;
+    size_t n = mhsm__internal__command__get_packed_size(cmd);
+    if (n > MH_FSM_MAX_COMMAND - 16)
+        return MH_ETOOBIG;
+    uint8_t *packed = malloc(n > 0 ? n : 1);
+    if (packed == NULL)
+        return MH_ENOMEM;
+    if (mhsm__internal__command__pack(cmd, packed) != n) {
+        free(packed);
+        return MH_EINVAL;
+    }
+    p->cb = cb;
+    struct prop_priv *pv = prop_priv(p);
+    pv->c = c;
+    int rv;
+    if (raft_state(&c->raft) == RAFT_LEADER) {
+        rv = leader_apply(c, packed, n, p);
+    } else {
+        uint64_t lid;
+        const char *laddr;
+        leader_of(c, &lid, &laddr);
+        Mhsm__Internal__PeerRequest req = MHSM__INTERNAL__PEER_REQUEST__INIT;
+        req.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_PROPOSE;
+        req.propose.data = packed;
+        req.propose.len = n;
+        size_t m = mhsm__internal__peer_request__get_packed_size(&req);
+        uint8_t *msg = malloc(m);
+        if (msg == NULL) {
+            free(packed);
+            return MH_ENOMEM;
+        }
+        mhsm__internal__peer_request__pack(&req, msg);
+        pv->call.data = pv;
+        rv = mh_peer_call(c->peer, lid, laddr, msg, m, c->forward_timeout_ms, &pv->call,
+                          forward_done);
+        free(msg);
+    }
+    free(packed);
+    return rv;
+}
+
+/* Leader: a follower forwarded a proposal. */
+struct fwd_in {
+    struct mh_proposal p;
+    struct mh_cluster *c;
+    struct mh_peer_req *req;
+};
+
+static void fwd_in_done(struct mh_proposal *p, int rc, const struct mh_fsm_result *res)
+{
+    struct fwd_in *f = p->data;
+    if (rc < 0) {
+        respond_rc(f->c, f->req, rc, NULL);
+    } else {
+        Mhsm__Internal__PeerResponse r = MHSM__INTERNAL__PEER_RESPONSE__INIT;
+        r.rc = 0;
+        r.message = (char *)"";
+        r.leader_id = f->c->id;
+        r.index = prop_priv(p)->index;
+        r.result_rc = res->rc;
+        r.name = (char *)res->name;
+        r.version = (char *)res->version;
+        respond(f->req, &r);
+    }
+    free(f);
+}
+
+static void handle_forward(struct mh_cluster *c, struct mh_peer_req *req, uint64_t from,
+                           const ProtobufCBinaryData *cmd)
+{
+    if (raft_state(&c->raft) != RAFT_LEADER || unready(c) != NULL) {
+        respond_rc(c, req, MH_EUNAVAILABLE, "not the leader (or not ready); retry");
+        return;
+    }
+    struct fwd_in *f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        respond_rc(c, req, MH_ENOMEM, NULL);
+        return;
+    }
+    f->c = c;
+    f->req = req;
+    f->p.data = f;
+    f->p.cb = fwd_in_done;
+    int rv = leader_apply(c, cmd->data, cmd->len, &f->p);
+    if (rv < 0) {
+        MH_WARN("raft", "msg=\"forwarded proposal refused\" from=%llu err=%s",
+                (unsigned long long)from, mh_errname(rv));
+        respond_rc(c, req, rv, NULL);
+        free(f);
+    }
+}
+
+/* ---- membership changes --------------------------------------------------------- */
+
+static struct change_priv *change_priv(struct mh_cluster_change *r)
+{
+    return (struct change_priv *)(void *)r->private_;
+}
+
+static struct mh_cluster_change *change_of(struct change_priv *cp)
+{
+    return (struct mh_cluster_change *)(void *)((uint8_t *)cp -
+                                                offsetof(struct mh_cluster_change, private_));
+}
+
+static void change_finish(struct change_priv *cp, int rc, const char *msg)
+{
+    struct mh_cluster_change *r = change_of(cp);
+    r->cb(r, rc, msg);
+}
+
+static void assign_cb(struct raft_change *req, int status)
+{
+    struct change_priv *cp = req->data;
+    char msg[256];
+    if (status != 0) {
+        snprintf(msg, sizeof msg,
+                 "node %llu was added as a spare but its promotion to voter failed: %s (check "
+                 "that it runs with join = true and is reachable, then remove and add it again)",
+                 (unsigned long long)cp->id, raft_strerror(status));
+        MH_WARN("raft", "msg=\"promotion failed\" id=%llu err=\"%s\"", (unsigned long long)cp->id,
+                raft_strerror(status));
+        change_finish(cp, map_raft(status), msg);
+        return;
+    }
+    snprintf(msg, sizeof msg, "node %llu added, caught up and promoted to voter",
+             (unsigned long long)cp->id);
+    MH_INFO("raft", "msg=\"member added\" id=%llu", (unsigned long long)cp->id);
+    change_finish(cp, 0, msg);
+}
+
+static void add_cb(struct raft_change *req, int status)
+{
+    struct change_priv *cp = req->data;
+    struct mh_cluster *c = cp->c;
+    char msg[256];
+    if (status != 0) {
+        snprintf(msg, sizeof msg, "adding node %llu failed: %s", (unsigned long long)cp->id,
+                 raft_strerror(status));
+        change_finish(cp, map_raft(status), msg);
+        return;
+    }
+    if (c->stopping || raft_state(&c->raft) != RAFT_LEADER) {
+        snprintf(msg, sizeof msg,
+                 "node %llu was added as a spare, then leadership was lost before its promotion",
+                 (unsigned long long)cp->id);
+        change_finish(cp, MH_EUNAVAILABLE, msg);
+        return;
+    }
+    memset(&cp->u, 0, sizeof cp->u);
+    cp->u.change.data = cp;
+    int rv = raft_assign(&c->raft, &cp->u.change, cp->id, RAFT_VOTER, assign_cb);
+    if (rv != 0) {
+        snprintf(msg, sizeof msg, "node %llu was added as a spare but promotion was refused: %s",
+                 (unsigned long long)cp->id, raft_strerror(rv));
+        change_finish(cp, map_raft(rv), msg);
+    }
+}
+
+static void remove_cb(struct raft_change *req, int status)
+{
+    struct change_priv *cp = req->data;
+    char msg[256];
+    if (status != 0) {
+        snprintf(msg, sizeof msg, "removing node %llu failed: %s", (unsigned long long)cp->id,
+                 raft_strerror(status));
+        change_finish(cp, map_raft(status), msg);
+        return;
+    }
+    snprintf(msg, sizeof msg, "node %llu removed", (unsigned long long)cp->id);
+    MH_INFO("raft", "msg=\"member removed\" id=%llu", (unsigned long long)cp->id);
+    change_finish(cp, 0, msg);
+}
+
+static void transfer_cb(struct raft_transfer *req)
+{
+    struct change_priv *cp = req->data;
+    struct mh_cluster *c = cp->c;
+    uint64_t lid;
+    const char *laddr;
+    leader_of(c, &lid, &laddr);
+    char msg[256];
+    if (lid != 0 && lid != c->id)
+        snprintf(msg, sizeof msg, "leadership transferred to node %llu", (unsigned long long)lid);
+    else
+        snprintf(msg, sizeof msg,
+                 "leadership was not transferred (raft 0.15 transfers are best effort); the "
+                 "leader is %s%llu",
+                 lid == 0 ? "unknown " : "node ", (unsigned long long)lid);
+    MH_INFO("raft", "msg=\"transfer finished\" leader=%llu", (unsigned long long)lid);
+    change_finish(cp, 0, msg);
+}
+
+/* Runs on the leader. Returns <0 without calling back on immediate refusal. */
+static int leader_change(struct mh_cluster *c, struct change_priv *cp, const char *address,
+                         char *why, size_t why_len)
+{
+    int rv;
+    const struct raft_server *s = find_server(c, cp->id);
+    memset(&cp->u, 0, sizeof cp->u);
+    switch (cp->op) {
+    case MHSM__INTERNAL__MEMBER_CHANGE__OP__ADD:
+        if (s != NULL) {
+            snprintf(why, why_len, "node %llu is already a member (%s)", (unsigned long long)cp->id,
+                     s->address);
+            return MH_EEXIST;
+        }
+        cp->u.change.data = cp;
+        rv = raft_add(&c->raft, &cp->u.change, cp->id, address, add_cb);
+        break;
+    case MHSM__INTERNAL__MEMBER_CHANGE__OP__REMOVE:
+        if (s == NULL) {
+            snprintf(why, why_len, "node %llu is not a member", (unsigned long long)cp->id);
+            return MH_ENOTFOUND;
+        }
+        if (cp->id == c->id) {
+            snprintf(why, why_len,
+                     "node %llu is the leader: transfer leadership first (mhsm cluster transfer)",
+                     (unsigned long long)cp->id);
+            return MH_EBUSY;
+        }
+        cp->u.change.data = cp;
+        rv = raft_remove(&c->raft, &cp->u.change, cp->id, remove_cb);
+        break;
+    case MHSM__INTERNAL__MEMBER_CHANGE__OP__TRANSFER:
+        if (cp->id != 0 && (s == NULL || s->role != RAFT_VOTER)) {
+            snprintf(why, why_len, "node %llu is not a voter", (unsigned long long)cp->id);
+            return MH_ENOTFOUND;
+        }
+        if (cp->id == c->id) {
+            snprintf(why, why_len, "node %llu is already the leader", (unsigned long long)cp->id);
+            return MH_EINVAL;
+        }
+        cp->u.transfer.data = cp;
+        rv = raft_transfer(&c->raft, &cp->u.transfer, cp->id, transfer_cb);
+        break;
+    default:
+        snprintf(why, why_len, "unknown membership operation");
+        return MH_EINVAL;
+    }
+    if (rv != 0) {
+        snprintf(why, why_len, "%s",
+                 raft_errmsg(&c->raft)[0] ? raft_errmsg(&c->raft) : raft_strerror(rv));
+        return map_raft(rv);
+    }
+    return 0;
+}
+
+struct change_deferred {
+    uv_timer_t timer;
+    struct change_priv *cp;
+    int rc;
+    char msg[256];
+};
+
+static void deferred_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void deferred_fire(uv_timer_t *t)
+{
+    struct change_deferred *d = t->data;
+    change_finish(d->cp, d->rc, d->msg);
+    uv_close((uv_handle_t *)&d->timer, deferred_closed);
+}
+
+/* Calls back later (the contract says never from inside mh_cluster_change). */
+static int change_later(struct mh_cluster *c, struct change_priv *cp, int rc, const char *msg)
+{
+    struct change_deferred *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return MH_ENOMEM;
+    d->cp = cp;
+    d->rc = rc;
+    snprintf(d->msg, sizeof d->msg, "%s", msg);
+    uv_timer_init(c->loop, &d->timer);
+    d->timer.data = d;
+    uv_timer_start(&d->timer, deferred_fire, 0, 0);
+    return 0;
+}
+
+static void change_forward_done(struct mh_peer_call *call, int rc, const uint8_t *msg, size_t len)
+{
+    struct change_priv *cp = call->data;
+    if (rc < 0) {
+        change_finish(cp, MH_EUNAVAILABLE,
+                      rc == MH_ETIMEDOUT ? "the leader did not answer in time; check the status"
+                                         : "the leader could not be reached");
+        return;
+    }
+    Mhsm__Internal__PeerResponse *r = mhsm__internal__peer_response__unpack(NULL, len, msg);
+    if (r == NULL) {
+        change_finish(cp, MH_EUNAVAILABLE, "malformed answer from the leader");
+        return;
+    }
+    char m[256];
+    snprintf(m, sizeof m, "%s", r->message);
+    int rrc = r->rc;
+    mhsm__internal__peer_response__free_unpacked(r, NULL);
+    change_finish(cp, rrc, m);
+}
+
+int mh_cluster_change(struct mh_cluster *c, const Mhsm__Internal__MemberChange *chg,
+                      struct mh_cluster_change *req, mh_cluster_change_cb cb)
+{
+    if (c->stopping)
+        return MH_EUNAVAILABLE;
+    if (chg->op == MHSM__INTERNAL__MEMBER_CHANGE__OP__ADD &&
+        (chg->id == 0 || chg->address == NULL || chg->address[0] == '\0' ||
+         strlen(chg->address) >= sizeof(((struct mh_cluster_member *)0)->address)))
+        return MH_EINVAL;
+    if ((chg->op == MHSM__INTERNAL__MEMBER_CHANGE__OP__REMOVE && chg->id == 0) ||
+        (chg->op != MHSM__INTERNAL__MEMBER_CHANGE__OP__ADD &&
+         chg->op != MHSM__INTERNAL__MEMBER_CHANGE__OP__REMOVE &&
+         chg->op != MHSM__INTERNAL__MEMBER_CHANGE__OP__TRANSFER))
+        return MH_EINVAL;
+    req->cb = cb;
+    struct change_priv *cp = change_priv(req);
+    memset(cp, 0, sizeof *cp);
+    cp->c = c;
+    cp->id = chg->id;
+    cp->op = chg->op;
+    if (raft_state(&c->raft) == RAFT_LEADER) {
+        char why[256];
+        int rv = leader_change(c, cp, chg->address, why, sizeof why);
+        if (rv < 0)
+            return change_later(c, cp, rv, why);
+        return 0;
+    }
+    uint64_t lid;
+    const char *laddr;
+    leader_of(c, &lid, &laddr);
+    if (lid == 0 || c->peer == NULL)
+        return MH_EUNAVAILABLE;
+    Mhsm__Internal__PeerRequest pr = MHSM__INTERNAL__PEER_REQUEST__INIT;
+    pr.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_CHANGE;
+    pr.change = (Mhsm__Internal__MemberChange *)chg;
+    size_t n = mhsm__internal__peer_request__get_packed_size(&pr);
+    uint8_t *msg = malloc(n);
+    if (msg == NULL)
+        return MH_ENOMEM;
+    mhsm__internal__peer_request__pack(&pr, msg);
+    cp->call.data = cp;
+    int rv = mh_peer_call(c->peer, lid, laddr, msg, n, CHANGE_TIMEOUT_MS, &cp->call,
+                          change_forward_done);
+    free(msg);
+    return rv;
+}
+
+/* Leader: a follower forwarded an operator's change. */
+struct change_in {
+    struct mh_cluster_change ch;
+    struct mh_cluster *c;
+    struct mh_peer_req *req;
+};
+
+static void change_in_done(struct mh_cluster_change *ch, int rc, const char *message)
+{
+    struct change_in *ci = ch->data;
+    respond_rc(ci->c, ci->req, rc, message);
+    free(ci);
+}
+
+static void handle_change(struct mh_cluster *c, struct mh_peer_req *req,
+                          const Mhsm__Internal__MemberChange *chg)
+{
+    if (raft_state(&c->raft) != RAFT_LEADER) {
+        respond_rc(c, req, MH_EUNAVAILABLE, "not the leader; retry");
+        return;
+    }
+    struct change_in *ci = calloc(1, sizeof *ci);
+    if (ci == NULL) {
+        respond_rc(c, req, MH_ENOMEM, NULL);
+        return;
+    }
+    ci->c = c;
+    ci->req = req;
+    ci->ch.data = ci;
+    int rv = mh_cluster_change(c, chg, &ci->ch, change_in_done);
+    if (rv < 0) {
+        respond_rc(c, req, rv, "invalid membership change");
+        free(ci);
+    }
+}
+
+/* ---- the domain secret between members -------------------------------------------- */
+
+void mh_cluster_set_domain_provider(struct mh_cluster *c, mh_cluster_domain_fn fn, void *arg)
+{
+    c->domain_fn = fn;
+    c->domain_arg = arg;
+}
+
+static void handle_domain_fetch(struct mh_cluster *c, struct mh_peer_req *req, uint64_t from,
+                                const Mhsm__Internal__DomainFetch *df)
+{
+    Mhsm__Internal__PeerResponse r = MHSM__INTERNAL__PEER_RESPONSE__INIT;
+    if (c->domain_fn == NULL) {
+        respond_rc(c, req, MH_ENOTFOUND, "this node holds no security domain");
+        return;
+    }
+    c->domain_fn(c->domain_arg, from, &df->domain_id, mh_peer_req_key(req), &r);
+    if (r.message == NULL)
+        r.message = (char *)"";
+    respond(req, &r);
+    if (r.message[0] != '\0')
+        free(r.message);
+    if (r.wrapped_root != NULL && r.wrapped_root[0] != '\0') {
+        /* the JWE is ciphertext, but wipe it anyway: it is the domain secret's wrap */
+        memset(r.wrapped_root, 0, strlen(r.wrapped_root));
+        free(r.wrapped_root);
+    }
+}
+
+static struct fetch_priv *fetch_priv(struct mh_cluster_fetch *f)
+{
+    return (struct fetch_priv *)(void *)f->private_;
+}
+
+static void fetch_next(struct fetch_priv *fp);
+
+static void fetch_finish(struct fetch_priv *fp, int rc, uint64_t from, const char *jwe)
+{
+    struct mh_cluster_fetch *f =
+        (struct mh_cluster_fetch *)(void *)((uint8_t *)fp -
+                                            offsetof(struct mh_cluster_fetch, private_));
+    f->cb(f, rc, from, jwe);
+}
+
+static void fetch_done(struct mh_peer_call *call, int rc, const uint8_t *msg, size_t len)
+{
+    struct fetch_priv *fp = call->data;
+    if (rc < 0) {
+        fp->last_rc = MH_EUNAVAILABLE;
+        fetch_next(fp);
+        return;
+    }
+    Mhsm__Internal__PeerResponse *r = mhsm__internal__peer_response__unpack(NULL, len, msg);
+    if (r == NULL) {
+        fp->last_rc = MH_EPROTO;
+        fetch_next(fp);
+        return;
+    }
+    if (r->rc != 0 || r->wrapped_root == NULL || r->wrapped_root[0] == '\0') {
+        MH_DEBUG("raft", "msg=\"domain fetch refused\" from=%llu err=%s detail=\"%s\"",
+                 (unsigned long long)fp->last_id, mh_errname(r->rc), r->message);
+        fp->last_rc = r->rc != 0 ? r->rc : MH_EPROTO;
+        mhsm__internal__peer_response__free_unpacked(r, NULL);
+        fetch_next(fp);
+        return;
+    }
+    fetch_finish(fp, 0, fp->last_id, r->wrapped_root);
+    memset(r->wrapped_root, 0, strlen(r->wrapped_root));
+    mhsm__internal__peer_response__free_unpacked(r, NULL);
+}
+
+static void fetch_next(struct fetch_priv *fp)
+{
+    struct mh_cluster *c = fp->c;
+    for (;;) {
+        if (c->stopping) {
+            fetch_finish(fp, MH_EUNAVAILABLE, 0, NULL);
+            return;
+        }
+        /* the smallest member id above the last one asked, not ourselves */
+        const struct raft_configuration *conf = &c->raft.configuration;
+        const struct raft_server *next = NULL;
+        for (unsigned i = 0; i < conf->n; i++) {
+            const struct raft_server *s = &conf->servers[i];
+            if (s->id == c->id || s->id <= fp->last_id)
+                continue;
+            if (next == NULL || s->id < next->id)
+                next = s;
+        }
+        if (next == NULL) {
+            fetch_finish(fp, fp->last_rc, 0, NULL);
+            return;
+        }
+        fp->last_id = next->id;
+        Mhsm__Internal__DomainFetch df = MHSM__INTERNAL__DOMAIN_FETCH__INIT;
+        df.domain_id.data = fp->domain_id;
+        df.domain_id.len = fp->id_len;
+        Mhsm__Internal__PeerRequest pr = MHSM__INTERNAL__PEER_REQUEST__INIT;
+        pr.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_DOMAIN_FETCH;
+        pr.domain_fetch = &df;
+        uint8_t msg[128];
+        size_t n = mhsm__internal__peer_request__pack(&pr, msg);
+        fp->call.data = fp;
+        int rv = mh_peer_call(c->peer, next->id, next->address, msg, n, FETCH_TIMEOUT_MS, &fp->call,
+                              fetch_done);
+        if (rv == 0)
+            return;
+        fp->last_rc = rv;
+    }
+}
+
+int mh_cluster_fetch_domain(struct mh_cluster *c, const uint8_t *domain_id, size_t id_len,
+                            struct mh_cluster_fetch *f, mh_cluster_fetch_cb cb)
+{
+    if (c->peer == NULL || c->stopping)
+        return MH_EUNAVAILABLE;
+    if (id_len == 0 || id_len > sizeof fetch_priv(f)->domain_id)
+        return MH_EINVAL;
+    f->cb = cb;
+    struct fetch_priv *fp = fetch_priv(f);
+    memset(fp, 0, sizeof *fp);
+    fp->c = c;
+    fp->last_rc = MH_ENOTFOUND;
+    memcpy(fp->domain_id, domain_id, id_len);
+    fp->id_len = id_len;
+    const struct raft_configuration *conf = &c->raft.configuration;
+    bool any = false;
+    for (unsigned i = 0; i < conf->n; i++)
+        any = any || conf->servers[i].id != c->id;
+    if (!any)
+        return MH_ENOTFOUND;
+    fetch_next(fp); /* the first call is asynchronous, so cb comes later */
+    return 0;
+}
+
+/* ---- inbound peer requests ---------------------------------------------------------- */
+
+static void on_peer_request(void *arg, struct mh_peer_req *req, uint64_t from, const uint8_t *msg,
+                            size_t len)
+{
+    struct mh_cluster *c = arg;
+    if (c->stopping) {
+        respond_rc(c, req, MH_EUNAVAILABLE, "shutting down");
+        return;
+    }
+    if (!mh_cluster_is_member(c, from)) {
+        MH_WARN("raft", "msg=\"request from a node that is not a member\" from=%llu",
+                (unsigned long long)from);
+        respond_rc(c, req, MH_EPEER, "you are not a member of this cluster");
+        return;
+    }
+    Mhsm__Internal__PeerRequest *m = mhsm__internal__peer_request__unpack(NULL, len, msg);
+    if (m == NULL) {
+        respond_rc(c, req, MH_EPROTO, "malformed peer request");
+        return;
+    }
+    switch (m->body_case) {
+    case MHSM__INTERNAL__PEER_REQUEST__BODY_PROPOSE:
+        handle_forward(c, req, from, &m->propose);
+        break;
+    case MHSM__INTERNAL__PEER_REQUEST__BODY_CHANGE:
+        handle_change(c, req, m->change);
+        break;
+    case MHSM__INTERNAL__PEER_REQUEST__BODY_DOMAIN_FETCH:
+        handle_domain_fetch(c, req, from, m->domain_fetch);
+        break;
+    default:
+        respond_rc(c, req, MH_EPROTO, "unknown peer request");
+        break;
+    }
+    mhsm__internal__peer_request__free_unpacked(m, NULL);
+}
+
+/* ---- status ------------------------------------------------------------------------ */
+
+void mh_cluster_status(struct mh_cluster *c, struct mh_cluster_status *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = c->id;
+    out->state = raft_state(&c->raft);
+    const char *laddr;
+    leader_of(c, &out->leader_id, &laddr);
+    snprintf(out->leader_address, sizeof out->leader_address, "%s", laddr);
+    out->term = c->raft.current_term;
+    out->commit_index = c->raft.commit_index;
+    out->applied_index = raft_last_applied(&c->raft);
+    out->last_index = raft_last_index(&c->raft);
+    const char *why = unready(c);
+    out->serving = why == NULL;
+    snprintf(out->reason, sizeof out->reason, "%s", why != NULL ? why : "");
+    if (out->leader_id == 0)
+        out->leader_contact_ms = -1;
+    else if (out->leader_id == c->id)
+        out->leader_contact_ms = 0;
+    else {
+        uint64_t last = c->peer != NULL ? mh_peer_last_recv(c->peer, out->leader_id) : 0;
+        out->leader_contact_ms = last == 0 ? -1 : (int64_t)(now_ms(c) - last);
+    }
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n && out->n_members < MH_CLUSTER_MAX_MEMBERS; i++) {
+        struct mh_cluster_member_status *m = &out->members[out->n_members++];
+        m->id = conf->servers[i].id;
+        snprintf(m->address, sizeof m->address, "%s", conf->servers[i].address);
+        m->role = conf->servers[i].role;
+        uint64_t last = c->peer != NULL && m->id != c->id ? mh_peer_last_recv(c->peer, m->id) : 0;
+        m->last_contact_ms = last == 0 ? -1 : (int64_t)(now_ms(c) - last);
+    }
+}
+
+/* ---- start / stop ----------------------------------------------------------------- */
 
 static void raft_closed(struct raft *r)
 {
     struct mh_cluster *c = r->data;
     raft_uv_close(&c->io);
-    if (!uv_is_closing((uv_handle_t *)&c->tdefer)) /* raft_uv never closed the transport */
-        uv_close((uv_handle_t *)&c->tdefer, tdefer_closed);
-    uv_close((uv_handle_t *)&c->poll, poll_closed);
+    if (c->peer == NULL && !uv_is_closing((uv_handle_t *)&c->tdefer))
+        uv_close((uv_handle_t *)&c->tdefer, tdefer_closed); /* raft_uv never closed it */
+    uv_close((uv_handle_t *)&c->poll, handle_closed);
+    uv_close((uv_handle_t *)&c->wake, handle_closed);
+}
+
+static int bootstrap(struct mh_cluster *c, const struct mh_cluster_config *cfg)
+{
+    if (cfg->join) {
+        MH_INFO("raft", "msg=\"joining: waiting for the leader to add this node\" id=%llu",
+                (unsigned long long)cfg->id);
+        return 0;
+    }
+    struct raft_configuration conf;
+    raft_configuration_init(&conf);
+    int rrv = 0;
+    if (cfg->n_members == 0) {
+        rrv = raft_configuration_add(&conf, cfg->id, cfg->address, RAFT_VOTER);
+    } else {
+        for (size_t i = 0; i < cfg->n_members && rrv == 0; i++)
+            rrv = raft_configuration_add(&conf, cfg->members[i].id, cfg->members[i].address,
+                                         RAFT_VOTER);
+    }
+    if (rrv == 0)
+        rrv = raft_bootstrap(&c->raft, &conf);
+    raft_configuration_close(&conf);
+    if (rrv == 0) {
+        MH_INFO("raft", "msg=\"bootstrapped\" id=%llu members=%zu", (unsigned long long)cfg->id,
+                cfg->n_members > 0 ? cfg->n_members : (size_t)1);
+        return 0;
+    }
+    if (rrv == RAFT_CANTBOOTSTRAP) /* not the first start */
+        return 0;
+    MH_ERROR("raft", "msg=\"bootstrap failed\" err=\"%s\" detail=\"%s\"", raft_strerror(rrv),
+             raft_errmsg(&c->raft));
+    return map_raft(rrv);
+}
+
+static int check_config(const struct mh_cluster_config *cfg)
+{
+    if (cfg == NULL || cfg->dir == NULL || cfg->address == NULL || cfg->address[0] == 0 ||
+        cfg->id == 0 || cfg->n_members > MH_CLUSTER_MAX_MEMBERS)
+        return MH_ECONFIG;
+    if (cfg->join && cfg->n_members > 0)
+        return MH_ECONFIG;
+    if (cfg->n_members > 1 && cfg->peer == NULL)
+        return MH_ECONFIG;
+    bool self = cfg->n_members == 0;
+    for (size_t i = 0; i < cfg->n_members; i++) {
+        if (cfg->members[i].id == 0 || cfg->members[i].address[0] == '\0')
+            return MH_ECONFIG;
+        for (size_t j = 0; j < i; j++)
+            if (cfg->members[j].id == cfg->members[i].id)
+                return MH_ECONFIG;
+        if (cfg->members[i].id == cfg->id)
+            self = strcmp(cfg->members[i].address, cfg->address) == 0;
+    }
+    return self ? 0 : MH_ECONFIG;
 }
 
 int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg, struct mh_fsm *fsm,
                      struct mh_cluster **out)
 {
     *out = NULL;
-    if (cfg == NULL || cfg->dir == NULL || cfg->address == NULL || cfg->address[0] == 0 ||
-        cfg->id == 0 || fsm == NULL)
+    if (fsm == NULL)
         return MH_ECONFIG;
+    MH_TRY(check_config(cfg));
     MH_TRY(mh_fs_mkdirs(cfg->dir));
     struct mh_cluster *c = calloc(1, sizeof *c);
     if (c == NULL)
         return MH_ENOMEM;
     c->loop = loop;
     c->fsm = fsm;
+    c->peer = cfg->peer;
+    c->id = cfg->id;
+    c->election_timeout_ms = cfg->election_timeout_ms ? cfg->election_timeout_ms : 1000;
+    c->forward_timeout_ms = cfg->forward_timeout_ms ? cfg->forward_timeout_ms : FORWARD_TIMEOUT_MS;
     c->lock_fd = -1;
     /* raft_uv does not lock its directory; two processes appending to one log would
      * destroy it. The flock lives as long as the cluster. */
@@ -282,11 +1319,15 @@ int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg, struc
     if (rv < 0)
         goto err_after_alloc;
 
-    c->transport.impl = c;
-    c->transport.init = tr_init;
-    c->transport.listen = tr_listen;
-    c->transport.connect = tr_connect;
-    c->transport.close = tr_close;
+    if (c->peer != NULL) {
+        mh_peer_raft_transport(c->peer, &c->transport);
+    } else {
+        c->transport.impl = c;
+        c->transport.init = tr_init;
+        c->transport.listen = tr_listen;
+        c->transport.connect = tr_connect;
+        c->transport.close = tr_close;
+    }
     int rrv = raft_uv_init(&c->io, loop, cfg->dir, &c->transport);
     if (rrv != 0) {
         MH_ERROR("raft", "msg=\"raft_uv_init failed\" err=\"%s\" detail=\"%s\"", raft_strerror(rrv),
@@ -310,34 +1351,29 @@ int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg, struc
         goto err_after_io;
     }
     c->raft.data = c;
-    raft_set_election_timeout(&c->raft, cfg->election_timeout_ms ? cfg->election_timeout_ms : 1000);
+    raft_set_election_timeout(&c->raft, c->election_timeout_ms);
     raft_set_heartbeat_timeout(&c->raft, cfg->heartbeat_ms ? cfg->heartbeat_ms : 100);
     raft_set_snapshot_threshold(&c->raft, cfg->snapshot_threshold ? cfg->snapshot_threshold : 1024);
     raft_set_snapshot_trailing(&c->raft, cfg->snapshot_trailing ? cfg->snapshot_trailing : 8192);
     raft_set_pre_vote(&c->raft, true);
+    if (c->peer != NULL)
+        mh_peer_set_handler(c->peer, on_peer_request, c);
 
     /* From here on teardown goes through raft_close, which is asynchronous. */
     uv_timer_init(loop, &c->poll);
     c->poll.data = c;
-    uv_idle_init(loop, &c->tdefer);
-    c->tdefer.data = c;
+    uv_timer_init(loop, &c->wake);
+    c->wake.data = c;
     c->handles = 2;
-
-    struct raft_configuration conf;
-    raft_configuration_init(&conf);
-    rrv = raft_configuration_add(&conf, cfg->id, cfg->address, RAFT_VOTER);
-    if (rrv == 0)
-        rrv = raft_bootstrap(&c->raft, &conf);
-    raft_configuration_close(&conf);
-    if (rrv == 0) {
-        MH_INFO("raft", "msg=\"bootstrapped one-voter cluster\" id=%llu",
-                (unsigned long long)cfg->id);
-    } else if (rrv != RAFT_CANTBOOTSTRAP) { /* CANTBOOTSTRAP: not the first start */
-        MH_ERROR("raft", "msg=\"bootstrap failed\" err=\"%s\" detail=\"%s\"", raft_strerror(rrv),
-                 raft_errmsg(&c->raft));
-        rv = map_raft(rrv);
-        goto err_async;
+    if (c->peer == NULL) {
+        uv_idle_init(loop, &c->tdefer);
+        c->tdefer.data = c;
+        c->handles++;
     }
+
+    rv = bootstrap(c, cfg);
+    if (rv < 0)
+        goto err_async;
     rrv = raft_start(&c->raft);
     if (rrv != 0) {
         MH_ERROR("raft", "msg=\"start failed\" err=\"%s\" detail=\"%s\"", raft_strerror(rrv),
@@ -346,8 +1382,9 @@ int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg, struc
         goto err_async;
     }
     uv_timer_start(&c->poll, poll_cb, 0, POLL_MS);
-    MH_INFO("raft", "msg=\"started\" id=%llu last_index=%llu", (unsigned long long)cfg->id,
-            (unsigned long long)raft_last_index(&c->raft));
+    MH_INFO("raft", "msg=\"started\" id=%llu last_index=%llu members=%u",
+            (unsigned long long)cfg->id, (unsigned long long)raft_last_index(&c->raft),
+            c->raft.configuration.n);
     *out = c;
     return 0;
 
@@ -355,6 +1392,8 @@ err_async:
     /* Memory is released by the close callbacks once the loop runs. */
     c->stopping = true;
     c->free_on_close = true;
+    if (c->peer != NULL)
+        mh_peer_set_handler(c->peer, NULL, NULL);
     raft_close(&c->raft, raft_closed);
     return rv;
 err_after_io:
@@ -366,68 +1405,16 @@ err_after_alloc:
     return rv;
 }
 
-static void apply_cb(struct raft_apply *req, int status, void *result)
-{
-    struct mh_proposal *p = req->data;
-    if (status != 0) {
-        p->cb(p, map_raft(status), NULL);
-        return;
-    }
-    p->cb(p, 0, result);
-}
-
-int mh_cluster_propose(struct mh_cluster *c, const Mhsm__Internal__Command *cmd,
-                       struct mh_proposal *p, mh_propose_cb cb)
-{
-    if (!mh_cluster_ready(c))
-        return MH_EUNAVAILABLE;
-    /* raft 0.15's segment writer requires entry lengths that are multiples of 8
-     * (an assert compiled out in Debian's build: odd lengths silently corrupt the
-     * log on disk). Pad with an unknown length-delimited field 1000 of zero bytes,
-     * which protobuf parsers skip: 3 bytes at least (2 tag, 1 length). */
-    size_t n = mhsm__internal__command__get_packed_size(cmd);
-    size_t k = (8 - n % 8) % 8;
-    size_t pad = n == 0 ? 8 : k == 0 ? 0 : k < 3 ? k + 8 : k;
-    if (n > MH_FSM_MAX_COMMAND - pad)
-        return MH_ETOOBIG;
-    struct raft_buffer buf;
-    buf.len = n + pad;
-    buf.base = raft_malloc(buf.len);
-    if (buf.base == NULL)
-        return MH_ENOMEM;
-    uint8_t *b = buf.base;
-    if (mhsm__internal__command__pack(cmd, b) != n) {
-        raft_free(buf.base);
-        return MH_EINVAL;
-    }
-    if (pad > 0) {
-        b[n] = MH_CLUSTER_PAD_TAG0;
-        b[n + 1] = MH_CLUSTER_PAD_TAG1;
-        b[n + 2] = (uint8_t)(pad - 3);
-        memset(b + n + 3, 0, pad - 3);
-    }
-    struct raft_apply *req = (struct raft_apply *)(void *)p->private_;
-    memset(req, 0, sizeof *req);
-    req->data = p;
-    p->cb = cb;
-    int rrv = raft_apply(&c->raft, req, &buf, 1, apply_cb);
-    if (rrv != 0) {
-        raft_free(buf.base); /* ownership passes to raft only on success */
-        MH_WARN("raft", "msg=\"apply refused\" err=\"%s\"", raft_strerror(rrv));
-        return map_raft(rrv);
-    }
-    return 0;
-}
-
 void mh_cluster_stop(struct mh_cluster *c, void (*done)(void *arg), void *arg)
 {
     if (c->stopping)
         return;
     c->stopping = true;
-    c->ready = false;
     c->done = done;
     c->done_arg = arg;
     uv_timer_stop(&c->poll);
+    uv_timer_stop(&c->wake);
+    complete_waiters(c, MH_EUNAVAILABLE);
     raft_close(&c->raft, raft_closed);
 }
 

@@ -97,8 +97,8 @@ struct mh_proposal;
 typedef void (*mh_propose_cb)(struct mh_proposal *p, int rc, const struct mh_fsm_result *res);
 struct mh_proposal {
     mh_propose_cb cb;
-    void *data;           /* for the caller */
-    uint8_t private_[96]; /* raft request and bookkeeping; do not touch */
+    void *data;            /* for the caller */
+    uint8_t private_[512]; /* raft request, forwarding, bookkeeping; do not touch */
 };
 
 /* mh_cluster_start opens raft in cfg->dir with |fsm| as its state machine,
@@ -130,7 +130,9 @@ MH_MUST_USE int mh_cluster_propose(struct mh_cluster *c, const Mhsm__Internal__C
 /* ---- membership and status (the control plane) ---------------------------- */
 
 /* A membership or leadership change, run by the leader (forwarded there from a
- * follower). cb(rc, message) exactly once, later, on the loop: rc 0 when done;
+ * follower). Returns 0 and then cb(rc, message) exactly once, later, on the loop, or
+ * an error directly without cb (MH_EINVAL for a malformed change, MH_EUNAVAILABLE
+ * with no leader known, MH_ENOMEM). In cb, rc 0 when done;
  * MH_EINVAL (unknown op, id 0, empty address, removing the last voter), MH_EEXIST
  * (ADD of an id already a member), MH_ENOTFOUND (REMOVE/TRANSFER of a non-member),
  * MH_EBUSY (another change is in progress), MH_EUNAVAILABLE (no leader, leadership
@@ -141,7 +143,7 @@ typedef void (*mh_cluster_change_cb)(struct mh_cluster_change *req, int rc, cons
 struct mh_cluster_change {
     void *data;
     mh_cluster_change_cb cb;
-    uint8_t private_[256]; /* raft requests, forwarding; do not touch */
+    uint8_t private_[384]; /* raft requests, forwarding; do not touch */
 };
 MH_MUST_USE int mh_cluster_change(struct mh_cluster *c, const Mhsm__Internal__MemberChange *chg,
                                   struct mh_cluster_change *req, mh_cluster_change_cb cb);

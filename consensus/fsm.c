@@ -840,5 +840,7 @@ int mh_fsm_restore(struct mh_fsm *fsm, const uint8_t *buf, size_t len)
     rv = mh_store_applied_index(fsm->st, &applied);
     MH_INFO("fsm", "msg=\"snapshot restored\" bytes=%zu applied_index=%llu", len,
             (unsigned long long)applied);
+    if (fsm->hook != NULL) /* everything may have changed */
+        fsm->hook(fsm->hook_arg, NULL, NULL);
     return rv;
 }

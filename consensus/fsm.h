@@ -35,7 +35,9 @@ struct mh_fsm_result {
  * purge. |cmd| is the decoded command as applied (the FSM fills in record fields
  * such as created/updated/activated_at), |res| its outcome. Called for failed and
  * duplicate (already recorded request id) commands too; not for skipped indexes or
- * entries that did not decode. Both pointers are valid only during the call. */
+ * entries that did not decode. Both pointers are valid only during the call.
+ * After a snapshot restore replaced the whole state it is called once with both
+ * NULL. */
 typedef void (*mh_fsm_hook)(void *arg, const Mhsm__Internal__Command *cmd,
                             const struct mh_fsm_result *res);
 

@@ -184,9 +184,9 @@ int mh_keycache_get(struct mh_keycache *kc, const struct mh_domain *d,
     return 0;
 }
 
-void mh_keycache_evict_name(struct mh_keycache *kc, const char *name)
+static void evict_matching(struct mh_keycache *kc, const char *name)
 {
-    size_t nl = strlen(name);
+    size_t nl = name != NULL ? strlen(name) : 0;
     struct mh_key *victims[64];
     for (;;) {
         size_t nv = 0;
@@ -194,7 +194,7 @@ void mh_keycache_evict_name(struct mh_keycache *kc, const char *name)
         kc->epoch++;
         for (struct entry *e = kc->lru_head, *next; e != NULL && nv < 64; e = next) {
             next = e->lru_next;
-            if (strncmp(e->id, name, nl) == 0 && e->id[nl] == '/')
+            if (name == NULL || (strncmp(e->id, name, nl) == 0 && e->id[nl] == '/'))
                 victims[nv++] = remove_entry(kc, e);
         }
         pthread_mutex_unlock(&kc->mu);
@@ -203,6 +203,16 @@ void mh_keycache_evict_name(struct mh_keycache *kc, const char *name)
         if (nv < 64)
             return;
     }
+}
+
+void mh_keycache_evict_name(struct mh_keycache *kc, const char *name)
+{
+    evict_matching(kc, name);
+}
+
+void mh_keycache_evict_all(struct mh_keycache *kc)
+{
+    evict_matching(kc, NULL);
 }
 
 size_t mh_keycache_size(struct mh_keycache *kc)

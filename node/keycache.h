@@ -41,6 +41,9 @@ uint64_t mh_keycache_epoch(struct mh_keycache *kc);
 /* Drop every cached version of |name|. */
 void mh_keycache_evict_name(struct mh_keycache *kc, const char *name);
 
+/* Drop every cached key (a snapshot replaced the whole state). */
+void mh_keycache_evict_all(struct mh_keycache *kc);
+
 /* Number of cached entries (for tests and metrics). */
 size_t mh_keycache_size(struct mh_keycache *kc);
 

@@ -67,6 +67,10 @@ static void on_fsm_applied(void *arg, const Mhsm__Internal__Command *cmd,
                            const struct mh_fsm_result *res)
 {
     struct mh_node *n = arg;
+    if (cmd == NULL) { /* a snapshot replaced the whole state */
+        mh_keycache_evict_all(n->keys);
+        return;
+    }
     if (res->rc != 0)
         return;
     if (cmd->body_case == MHSM__INTERNAL__COMMAND__BODY_DELETE_KEY ||
@@ -99,10 +103,15 @@ static int boot_domain(struct mh_node *n)
         d = NULL;
         rv = MH_EDOMAIN;
     }
-    if (rv < 0) {
+    if (rv == MH_ENOTFOUND || rv == MH_EDOMAIN) {
+        /* A new or re-seeded member, or a stale copy from another domain: the other
+         * members hand the domain over (node/domsync.c). */
+        MH_INFO("node", "activated; this node has no (current) sealed copy of the security "
+                        "domain and will receive it from the other members");
+    } else if (rv < 0) {
         MH_ERROR("node",
                  "activated, but this node cannot load its sealed copy of the security domain "
-                 "(%s: %s); key operations fail until the domain is recovered",
+                 "(%s: %s); it asks the other members for the domain",
                  n->domain_path, mh_strerror(rv));
     } else {
         n->domain = d;
@@ -143,15 +152,25 @@ static void on_workers_stopped(void *arg)
     MH_INFO("node", "stopped");
 }
 
-static void on_cluster_stopped(void *arg)
+static void on_peer_closed(void *arg)
 {
     struct mh_node *n = arg;
     mh_worker_pool_stop(n->workers, on_workers_stopped, n);
 }
 
+/* raft first (it closes its transport: the raft streams), then the peer endpoint
+ * (listener and request connections; forwarded calls still pending end here), then
+ * the workers. */
+static void on_cluster_stopped(void *arg)
+{
+    struct mh_node *n = arg;
+    mh_peer_close(n->peer, on_peer_closed, n);
+}
+
 static void on_drained(void *arg)
 {
     struct mh_node *n = arg;
+    mh_domsync_stop(n);
     mh_cluster_stop(n->cluster, on_cluster_stopped, n);
 }
 
@@ -258,13 +277,31 @@ int main(int argc, char **argv)
         return 1;
     }
     mh_fsm_set_hook(n->fsm, on_fsm_applied, n);
+    struct mh_peer_config pcfg = {
+        .id = cfg.raft_id,
+        .listen = cfg.raft_address,
+        .cert_file = cfg.raft_cert,
+        .key_file = cfg.raft_key,
+        .ca_file = cfg.raft_ca,
+        .max_frame = MH_FSM_MAX_COMMAND + 65536,
+    };
+    rv = mh_peer_new(n->loop, &pcfg, &n->peer);
+    if (rv < 0) {
+        MH_ERROR("node", "starting the peer channel on %s: %s", cfg.raft_address, mh_strerror(rv));
+        return 1;
+    }
     struct mh_cluster_config ccfg = {
         .dir = raft_dir,
         .id = cfg.raft_id,
         .address = cfg.raft_address,
+        .members = cfg.members,
+        .n_members = cfg.n_members,
+        .join = cfg.join,
+        .peer = n->peer,
         .election_timeout_ms = cfg.election_timeout_ms,
         .heartbeat_ms = cfg.heartbeat_ms,
         .snapshot_threshold = cfg.snapshot_threshold,
+        .snapshot_trailing = cfg.snapshot_trailing,
     };
     rv = mh_cluster_start(n->loop, &ccfg, n->fsm, &n->cluster);
     if (rv < 0) {
@@ -293,8 +330,15 @@ int main(int argc, char **argv)
         rv = mh_svc_keys_register(n);
     if (rv == 0)
         rv = mh_svc_crypto_register(n);
+    if (rv == 0)
+        rv = mh_svc_cluster_register(n);
     if (rv < 0) {
         MH_ERROR("node", "setting up the API: %s", mh_strerror(rv));
+        return 1;
+    }
+    rv = mh_domsync_start(n);
+    if (rv < 0) {
+        MH_ERROR("node", "node key %s: %s", cfg.raft_key, mh_strerror(rv));
         return 1;
     }
     mh_rpc_server_set_serving(n->rpc, false);
@@ -317,6 +361,8 @@ int main(int argc, char **argv)
     mh_rpc_server_free(n->rpc);
     mh_worker_pool_free(n->workers);
     mh_cluster_free(n->cluster);
+    mh_peer_free(n->peer);
+    EVP_PKEY_free(n->node_pkey);
     mh_fsm_free(n->fsm);
     mh_store_close(n->store);
     mh_keycache_free(n->keys);

@@ -1,5 +1,6 @@
 #include "node/node.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -16,7 +17,23 @@ bool mh_node_gate(struct mh_node *n, struct mh_rpc_call *call, bool need_domain)
         mh_rpc_fail(call, MH_GRPC_UNAVAILABLE, "the node is starting; retry shortly");
         return false;
     }
+    if (!mh_cluster_ready(n->cluster)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "this node cannot serve now: %s; retry, or ask another node",
+                 mh_cluster_unready_reason(n->cluster));
+        mh_rpc_fail(call, MH_GRPC_UNAVAILABLE, msg);
+        return false;
+    }
     if (need_domain && n->domain == NULL) {
+        Mhsm__Internal__DomainRecord *dom = NULL;
+        int rv = mh_store_get_domain(n->store, &dom);
+        mh_store_free(dom);
+        if (rv == 0) {
+            mh_rpc_fail(call, MH_GRPC_UNAVAILABLE,
+                        "the HSM is activated, but this node is still waiting for the security "
+                        "domain from the other members; retry shortly or ask another node");
+            return false;
+        }
         mh_rpc_fail(call, MH_GRPC_FAILED_PRECONDITION,
                     "the HSM is not activated: download the security domain first "
                     "(mhsm security-domain download --sd-wrapping-keys c1.pem c2.pem c3.pem "

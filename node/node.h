@@ -7,7 +7,10 @@
 #include <uv.h>
 
 #include "common/secret.h"
+#include <openssl/evp.h>
+
 #include "consensus/cluster.h"
+#include "consensus/peer.h"
 #include "consensus/store.h"
 #include "node/config.h"
 #include "node/domain.h"
@@ -23,6 +26,7 @@ struct mh_node {
     struct mh_store *store;
     struct mh_fsm *fsm;
     struct mh_cluster *cluster;
+    struct mh_peer *peer;
     struct mh_keycache *keys;
     struct mh_secret node_key;
     /* The domain, once activated and unsealed here. Set on the loop thread only and
@@ -30,20 +34,38 @@ struct mh_node {
     struct mh_domain *domain;
     char domain_path[600];
     unsigned retention_days; /* from the DomainRecord, once activated */
-    bool ready;              /* raft ready and the domain (if any) loaded */
+    bool ready;              /* raft was ready once: the node booted (serving is dynamic) */
     bool activating;         /* a Download is in flight */
     bool stopping;
+    /* domain distribution between members (node/domsync.c) */
+    EVP_PKEY *node_pkey; /* this node's certificate key: receives the domain wrapped to it */
+    uv_timer_t domsync_timer;
+    struct mh_cluster_fetch fetch;
+    bool fetching;
+    uint64_t domsync_last_log; /* uv_now of the last "waiting" log line */
 };
 
 /* Service registration (each in its own file). */
 MH_MUST_USE int mh_svc_sd_register(struct mh_node *n);
 MH_MUST_USE int mh_svc_keys_register(struct mh_node *n);
 MH_MUST_USE int mh_svc_crypto_register(struct mh_node *n);
+MH_MUST_USE int mh_svc_cluster_register(struct mh_node *n);
+
+/* Domain distribution (node/domsync.c). mh_domsync_start loads this node's private
+ * key (cfg raft_key), answers members' DomainFetch requests with the root wrapped to
+ * the requester's certificate (RSA-OAEP-256 JWE), and, while the HSM is activated but
+ * this node holds no domain, asks the other members for it every 500 ms, unwraps
+ * it on a worker, checks it against the replicated domain id and seals it locally.
+ * Errors: MH_ECONFIG (unreadable key). mh_domsync_stop stops the timer (loop). */
+MH_MUST_USE int mh_domsync_start(struct mh_node *n);
+void mh_domsync_stop(struct mh_node *n);
 
 /* mh_node_gate checks the node may serve a call that needs an active security
  * domain (|need_domain|) or just a ready node; on refusal it finishes |call| with
- * UNAVAILABLE (starting or stopping) or FAILED_PRECONDITION (not activated, with
- * how to activate) and returns false. Loop thread. */
+ * UNAVAILABLE (starting, stopping, not serving now: no leader or no contact with
+ * the majority, or still waiting for the domain from the other members; the
+ * message says which) or FAILED_PRECONDITION (not activated, with how to
+ * activate) and returns false. Loop thread. */
 bool mh_node_gate(struct mh_node *n, struct mh_rpc_call *call, bool need_domain);
 
 /* Wall-clock seconds for command timestamps and nbf/exp checks. */

@@ -185,9 +185,8 @@ static void handle_download(struct mh_rpc_call *call, const ProtobufCMessage *m,
     int rv = mh_store_get_domain(n->store, &dom);
     mh_store_free(dom);
     if (rv == 0) {
-        mh_rpc_fail(call, MH_GRPC_FAILED_PRECONDITION,
-                    "the HSM is activated but this node holds no sealed copy of its security "
-                    "domain (recovery from custodians is not implemented yet)");
+        mh_rpc_fail(call, MH_GRPC_ALREADY_EXISTS,
+                    "the security domain was already downloaded; it can be downloaded once");
         return;
     }
     if (req->n_certificates_pem < MH_SD_MIN_CERTS || req->n_certificates_pem > MH_SD_MAX_CERTS) {
@@ -239,7 +238,8 @@ static void handle_status(struct mh_rpc_call *call, const ProtobufCMessage *m, v
         return;
     } else if (n->domain == NULL) {
         resp.activation_status = (char *)"Active";
-        resp.message = (char *)"activated, but this node holds no sealed copy of the domain";
+        resp.message = (char *)"activated; this node is waiting for the security domain from "
+                               "the other members";
         resp.retention_days = dom->retention_days;
     } else {
         resp.activation_status = (char *)"Active";
