@@ -110,11 +110,12 @@ static void tick(uv_timer_t *t)
     if (mh_store_get_domain(n->store, &dom) < 0)
         return; /* not activated (or unreadable: the gate reports it) */
     n->fetch.data = n;
+    n->fetching = true; /* before the call: its callback may already have run on return */
     int rv = mh_cluster_fetch_domain(n->cluster, dom->domain_id.data, dom->domain_id.len, &n->fetch,
                                      fetched);
     mh_store_free(dom);
-    if (rv == 0)
-        n->fetching = true;
+    if (rv < 0)
+        n->fetching = false;
 }
 
 /* Provider: a member asks for the domain; wrap the root to its certificate key. */
