@@ -1,10 +1,14 @@
-"""No plaintext at rest: import an AES-256 key with known bytes (JWK) and an RSA key
-with a known private exponent (PEM made by openssl), use both (encrypt/decrypt, sign,
-wrap), back them up, stop the node with SIGTERM, then search every file of the node's
-directory (data directory, raft log, LMDB, sealed files, the log) and the backup blobs
-for those secrets and for the plaintexts, digests and signatures that went through the
-node: raw bytes, hex, and base64/base64url at every alignment. Positive controls prove
-the search finds each pattern where it is known to be.
+"""No plaintext at rest, on every node of a three-node cluster: import (through a
+follower, which forwards to the leader) an AES-256 key with known bytes (JWK) and an
+RSA key with a known private exponent (PEM made by openssl), use both (encrypt/decrypt,
+sign, wrap), back them up, write enough to make every node take a raft snapshot (small
+snapshot_threshold), stop the three nodes with SIGTERM, then search every file of the
+three node directories (data directory: raft segments, raft snapshots -- decompressed
+when raft wrote them as LZ4 frames --, LMDB, sealed files; config; the log) and the
+backup blobs for those secrets and for the plaintexts, digests and signatures that
+went through the cluster: raw bytes, hex, and base64/base64url at every alignment.
+Positive controls prove the search finds each pattern where it is known to be, reads
+the snapshots' content and the raft segments.
 
 Run: MH_BUILD_DIR=build /usr/bin/python3 test/cluster/test_no_plaintext.py
 """
@@ -14,14 +18,20 @@ import json
 import os
 import stat
 import sys
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mhtest  # noqa: E402
 from mhtest import b64u, unb64u  # noqa: E402
 
+SNAPSHOT_THRESHOLD = 16
+FILLERS = 40  # writes after the secrets: more than 2 * SNAPSHOT_THRESHOLD
+LZ4_MAGIC = b"\x04\x22\x4d\x18"
+
 h = mhtest.Harness("test_no_plaintext")
-node = h.node("node1")
+cl = h.cluster(n=3, snapshot_threshold=SNAPSHOT_THRESHOLD, snapshot_trailing=4)
+node = cl.nodes[1]  # replaced by a follower once the cluster runs
 secret_dir = os.path.join(h.tmp, "secrets")  # outside the node's directory
 os.makedirs(secret_dir, exist_ok=True)
 
@@ -54,26 +64,72 @@ def files_under(root):
             yield os.path.join(dp, fn)
 
 
+def lz4_frames_decoded(data):
+    """raft writes snapshots as LZ4 frames (libraft built with lz4): the decompressed
+    content of a file that starts with the LZ4 frame magic, else None."""
+    if not data.startswith(LZ4_MAGIC):
+        return None
+    rc, out, err = mhtest.run(["lz4", "-d", "-c"], input_bytes=data)
+    if rc != 0:
+        raise RuntimeError("lz4 -d failed: %s" % err)
+    return out
+
+
+def contents(p):
+    """[(label, bytes)]: the file as stored and, for an LZ4 frame, decompressed."""
+    try:
+        with open(p, "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    out = [(os.path.relpath(p, h.tmp), data)]
+    dec = lz4_frames_decoded(data)
+    if dec is not None:
+        out.append((os.path.relpath(p, h.tmp) + " (lz4 -d)", dec))
+    return out
+
+
 def search(paths, secret):
     """[(path, form)] where a pattern of |secret| occurs."""
     hits = []
     pats = patterns(secret)
     for p in paths:
-        try:
-            with open(p, "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        for form, plist in pats.items():
-            if any(x in data for x in plist):
-                hits.append((os.path.relpath(p, h.tmp), form))
+        for label, data in contents(p):
+            for form, plist in pats.items():
+                if any(x in data for x in plist):
+                    hits.append((label, form))
     return hits
 
 
+def raft_files(n):
+    """(snapshots, segments) under a node's data directory: raft snapshot data files
+    (snapshot-T-I-TS, not .meta) and every other file in the raft directory."""
+    snaps, segs = [], []
+    raft_dir = os.path.join(n.data_dir, "raft")
+    for p in files_under(raft_dir):
+        b = os.path.basename(p)
+        if b.startswith("snapshot-") and not b.endswith(".meta"):
+            snaps.append(p)
+        elif not b.startswith("snapshot-"):
+            segs.append(p)
+    return snaps, segs
+
+
+def joined(paths):
+    return b"".join(d for p in paths for _, d in contents(p))
+
+
+def snapshot_count(n):
+    return sum(1 for ln in n.log_text().splitlines() if "snapshot taken" in ln)
+
+
 try:
-    node.start()
-    with h.section("activate"):
-        h.expect_ok(node.activate(), "security-domain download")
+    with h.section("three nodes, activated; pick a follower"):
+        cl.start_all(wait=True)
+        h.expect_ok(cl.activate(via=0), "security-domain download through node 1")
+        fi = cl.followers()[0]
+        node = cl.nodes[fi]
+        h.say("importing and using the keys through follower %s" % node.name)
 
     secrets = {}  # label -> bytes that must never be at rest
     with h.section("import an AES-256 key with known bytes (JWK)"):
@@ -164,9 +220,43 @@ try:
         r = node.cli("key", "rotate", "--name", "known-aes")
         h.expect_ok(r, "rotate known-aes (more writes through the log)")
 
-    with h.section("stop the node"):
-        rc = node.stop()
-        h.check(rc == 0, "SIGTERM -> exit 0", "exit status %s" % rc)
+    with h.section("enough writes that every node takes a snapshot"):
+        before = [snapshot_count(n) for n in cl.nodes]
+        errs = []
+        for i in range(FILLERS):
+            r = node.cli("key", "create", "--name", "filler-%d" % i, "--kty", "oct-HSM",
+                         "--size", 128, quiet=True)
+            if r.rc != 0:
+                errs.append(r.describe())
+        h.check(not errs, "%d filler creates through %s" % (FILLERS, node.name), errs[:3])
+        ok = False
+        for _ in range(60):  # bounded: snapshots are taken on the thread pool
+            now = [snapshot_count(n) for n in cl.nodes]
+            if all(a > b for a, b in zip(now, before)):
+                ok = True
+                break
+            time.sleep(0.5)
+        h.check(ok, "every node logged `snapshot taken` after the secrets went in",
+                "before %s, now %s" % (before, now))
+        # Every node applies the last filler before it stops, so its LMDB holds the
+        # state the search is about.
+        li = cl.leader(timeout=30)
+        st = cl.status(li)
+        commit = int(st.get("commitIndex", 0)) if st else 0
+        lag = None
+        for _ in range(60):  # bounded
+            sts = [cl.status(i) for i in range(3)]
+            lag = [int(s.get("appliedIndex", 0)) if s else -1 for s in sts]
+            if commit and all(a >= commit for a in lag):
+                break
+            time.sleep(0.5)
+        h.check(commit and all(a >= commit for a in lag),
+                "every node applied the leader's commit index %d" % commit, lag)
+
+    with h.section("stop the three nodes"):
+        for n in cl.nodes:
+            rc = n.stop()
+            h.check(rc == 0, "%s: SIGTERM -> exit 0" % n.name, "exit status %s" % rc)
 
     with h.section("positive controls: the search finds what is there"):
         h.check(search([spath("rsa.pem")], secrets["RSA d (bytes 100..132)"]),
@@ -192,44 +282,64 @@ try:
         control = spath("control.bin", b"\x00" * 1000 + secrets["AES key k"] + b"\x01" * 77)
         h.check([f for _, f in search([control], secrets["AES key k"])] == ["raw"],
                 "raw bytes found inside a binary file")
+        mhtest.run(["lz4", "-q", "-f", control, control + ".lz4"])
+        h.check([f for _, f in search([control + ".lz4"], secrets["AES key k"])] == ["raw"],
+                "raw bytes found inside an LZ4 frame (decompressed)")
 
-    with h.section("search the node's files, its log and the backups"):
-        files = sorted(files_under(node.dir)) + backups
-        data_files = list(files_under(node.data_dir))
-        h.check(len(data_files) >= 2 and os.path.exists(node.log_path),
-                "there is something to search (%d files in the data dir, the log)"
-                % len(data_files), data_files)
-        stored = b""
-        for p in data_files:
-            with open(p, "rb") as fh:
-                stored += fh.read()
-        h.check(b"known-rsa" in stored and b"known-aes" in stored,
-                "control: the key names (not secret) are found in the stored state")
+    with h.section("search the three nodes' files, their logs and the backups"):
+        files = []
+        for n in cl.nodes:
+            files += sorted(files_under(n.dir))
+            data_files = list(files_under(n.data_dir))
+            h.check(len(data_files) >= 2 and os.path.exists(n.log_path),
+                    "%s: there is something to search (%d files in the data dir, the log)"
+                    % (n.name, len(data_files)), data_files)
+            stored = joined(data_files)
+            h.check(b"known-rsa" in stored and b"known-aes" in stored,
+                    "control: %s's stored state holds the key names (not secret)" % n.name)
+            snaps, segs = raft_files(n)
+            h.check(bool(snaps), "%s: a raft snapshot on disk" % n.name,
+                    [os.path.relpath(p, h.tmp) for p in files_under(n.data_dir)])
+            snap_data = joined(snaps)
+            h.check(b"known-rsa" in snap_data and b"known-aes" in snap_data,
+                    "control: %s's snapshot content (as searched) holds the key names" % n.name,
+                    [os.path.relpath(p, h.tmp) for p in snaps])
+            h.check(("filler-%d" % (FILLERS - 1)).encode() in joined(segs),
+                    "control: %s's raft segments (as searched) hold the last write" % n.name,
+                    [os.path.relpath(p, h.tmp) for p in segs])
+        files += backups
         total = sum(os.path.getsize(p) for p in files)
         h.say("searching %d files, %d bytes: %s" % (len(files), total, ", ".join(
             os.path.relpath(p, h.tmp) for p in files)))
         for label, sec in secrets.items():
             hits = search(files, sec)
             h.check(not hits, "%s: not found at rest or in the log" % label, hits)
-        seal = os.path.join(node.data_dir, "node-seal.key")
-        if os.path.exists(seal):
-            mode = stat.S_IMODE(os.stat(seal).st_mode)
-            h.check(mode == 0o600, "node-seal.key is 0600", oct(mode))
-        else:
-            h.fail("node-seal.key exists in the data directory", os.listdir(node.data_dir))
+        for n in cl.nodes:
+            seal = os.path.join(n.data_dir, "node-seal.key")
+            if os.path.exists(seal):
+                mode = stat.S_IMODE(os.stat(seal).st_mode)
+                h.check(mode == 0o600, "%s: node-seal.key is 0600" % n.name, oct(mode))
+            else:
+                h.fail("%s: node-seal.key exists in the data directory" % n.name,
+                       os.listdir(n.data_dir))
 
-    with h.section("restart: the keys still work (the search did not miss them by loss)"):
-        node.start()
+    with h.section("restart: the keys still work on every node (the search did not miss "
+                   "them by loss)"):
+        cl.start_all(wait=True)
         iv = bytes(range(16))
-        r = node.cli("key", "encrypt", "--name", "known-aes", "--version", aes_version,
-                     "--algorithm", "A256CBCPAD", "--value", b64u(b"after restart"), "--iv",
-                     b64u(iv))
         want = mhtest.openssl("enc", "-aes-256-cbc", "-K", k.hex(), "-iv", iv.hex(),
                               input_bytes=b"after restart")
-        h.check(r.rc == 0 and unb64u(r.json["result"]) == want,
-                "after restart the imported AES version still encrypts with k", r.describe())
-        rc = node.stop()
-        h.check(rc == 0, "SIGTERM -> exit 0", "exit status %s" % rc)
+        for i in range(3):
+            cl.wait_serving(i, timeout=60)
+            r = cl.nodes[i].cli("key", "encrypt", "--name", "known-aes", "--version",
+                                aes_version, "--algorithm", "A256CBCPAD", "--value",
+                                b64u(b"after restart"), "--iv", b64u(iv))
+            h.check(r.rc == 0 and unb64u(r.json["result"]) == want,
+                    "after restart node %d encrypts with k under the imported AES version"
+                    % (i + 1), r.describe())
+        for n in cl.nodes:
+            rc = n.stop()
+            h.check(rc == 0, "%s: SIGTERM -> exit 0" % n.name, "exit status %s" % rc)
 except Exception as e:  # noqa: BLE001 -- outside a section: still a failure
     import traceback
     traceback.print_exc(file=sys.stdout)
