@@ -76,6 +76,20 @@ static void test_errors(void **state)
         {REQUIRED "[raft]\nheartbeat_ms = 600\n", "half of election_timeout_ms"},
         {REQUIRED "[bogus]\nx = 1\n", "[bogus] x"},
         {REQUIRED "this is not ini\n", "syntax error"},
+        {REQUIRED "[raft]\nmembers = 1@127.0.0.1:1, 1@127.0.0.1:2\n", "duplicate member id"},
+        {REQUIRED "[raft]\nmembers = 1@127.0.0.1:1, 2@127.0.0.1:1\n", "duplicate member address"},
+        {REQUIRED "[raft]\nmembers = 1@127.0.0.1:9443,\n", "empty member"},
+        {REQUIRED "[raft]\nmembers = 127.0.0.1:9443\n", "ID@HOST:PORT"},
+        {REQUIRED "[raft]\nmembers = 0@127.0.0.1:9443\n", "1..1000000"},
+        {REQUIRED "[raft]\nmembers = 1@127.0.0.1\n", "HOST:PORT"},
+        {REQUIRED "[raft]\nmembers = 2@127.0.0.1:9444, 3@127.0.0.1:9445\n",
+         "must include this node (id 1)"},
+        {REQUIRED "[raft]\nmembers = 1@127.0.0.1:9999\n", "listed with address 127.0.0.1:9999"},
+        {REQUIRED "[raft]\njoin = maybe\n", "true or false"},
+        {REQUIRED "[raft]\njoin = true\nmembers = 1@127.0.0.1:9443\n", "exclusive"},
+        {REQUIRED "[raft]\nsnapshot_trailing = 2\n", "snapshot_trailing"},
+        {REQUIRED "[cluster]\noperators = spiffe://mhsm/node/2\n", "node certificate cannot"},
+        {REQUIRED "[cluster]\noperators = a,,b\n", "empty principal"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         err[0] = '\0';
@@ -87,12 +101,56 @@ static void test_errors(void **state)
     assert_non_null(strstr(err, "/nonexistent/mhsmd.ini"));
 }
 
+static void test_cluster_options(void **state)
+{
+    (void)state;
+    struct mh_config c;
+    char err[512] = "";
+    /* default: this node alone, peer identity = the API's */
+    assert_int_equal(load(REQUIRED, &c, err, sizeof err), 0);
+    assert_int_equal(c.n_members, 1);
+    assert_int_equal(c.members[0].id, 1);
+    assert_string_equal(c.members[0].address, "127.0.0.1:9443");
+    assert_string_equal(c.raft_cert, "c.pem");
+    assert_string_equal(c.raft_key, "k.pem");
+    assert_string_equal(c.raft_ca, "ca.pem");
+    assert_false(c.join);
+    assert_int_equal(c.n_operators, 0);
+    assert_int_equal(c.snapshot_trailing, 8192);
+
+    assert_int_equal(load(REQUIRED "[raft]\nid = 2\naddress = 127.0.0.1:9444\n"
+                                   "members = 1@127.0.0.1:9443 , 2@127.0.0.1:9444,3@[::1]:9445\n"
+                                   "cert = n.pem\nkey = n.key\nca = nca.pem\n"
+                                   "snapshot_trailing = 64\n"
+                                   "[cluster]\noperators = spiffe://mhsm/operator, spki:ab12\n",
+                          &c, err, sizeof err),
+                     0);
+    assert_int_equal(c.n_members, 3);
+    assert_int_equal(c.members[2].id, 3);
+    assert_string_equal(c.members[0].address, "127.0.0.1:9443");
+    assert_string_equal(c.members[2].address, "[::1]:9445");
+    assert_string_equal(c.raft_cert, "n.pem");
+    assert_string_equal(c.raft_ca, "nca.pem");
+    assert_int_equal(c.snapshot_trailing, 64);
+    assert_int_equal(c.n_operators, 2);
+    assert_string_equal(c.operators[0], "spiffe://mhsm/operator");
+    assert_string_equal(c.operators[1], "spki:ab12");
+
+    /* a joining node lists no members and bootstraps nothing */
+    assert_int_equal(load(REQUIRED "[raft]\nid = 4\naddress = 127.0.0.1:9446\njoin = true\n", &c,
+                          err, sizeof err),
+                     0);
+    assert_true(c.join);
+    assert_int_equal(c.n_members, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_minimal_defaults),
         cmocka_unit_test(test_full),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_cluster_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
