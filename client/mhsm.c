@@ -1017,7 +1017,9 @@ static int arg_raft_address(struct ctx *x, char **out)
 static int print_cluster_status(struct ctx *x, ProtobufCMessage *resp, uint64_t want_leader)
 {
     const Mhsm__V1__ClusterStatusResponse *r = (const Mhsm__V1__ClusterStatusResponse *)resp;
-    if (want_leader != 0 && r->leader_id != want_leader)
+    if (want_leader != 0 && r->leader_id == 0)
+        fputs("note: no leader known yet after the transfer; see `mhsm cluster status`\n", stderr);
+    else if (want_leader != 0 && r->leader_id != want_leader)
         fprintf(stderr, "note: the leader is now node %llu, not node %llu (raft chose)\n",
                 (unsigned long long)r->leader_id, (unsigned long long)want_leader);
     json_t *o = NULL;

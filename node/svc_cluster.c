@@ -19,6 +19,9 @@
 MH_MUST_USE int mh_svc_cluster_register(struct mh_node *n);
 
 #define MAX_NODE_ID 1000000u
+/* After a transfer the old leader steps down before anyone is elected: the reply
+ * waits (polling, never blocking) for a leader so it can name it. */
+#define LEADER_POLL_MS 50u
 
 static bool is_operator(const struct mh_node *n, const char *principal)
 {
@@ -185,9 +188,44 @@ struct op {
     uint64_t remove_id; /* replace: the node removed once the new one is a voter */
     unsigned step;      /* replace: 1 (add) or 2 (remove) */
     char describe[256]; /* the step, for the operator when it fails */
+    uv_timer_t timer;   /* transfer: waiting for the next leader */
+    uint64_t wait_until;
 };
 
 static void op_done(struct mh_cluster_change *req, int rc, const char *message);
+
+static void op_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static bool leader_known(struct mh_node *n)
+{
+    struct mh_cluster_status *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return true; /* reply_status reports the shortage */
+    mh_cluster_status(n->cluster, st);
+    bool known = st->leader_id != 0;
+    free(st);
+    return known;
+}
+
+static void op_poll_leader(uv_timer_t *t)
+{
+    struct op *o = t->data;
+    struct mh_node *n = o->n;
+    if (!n->stopping && n->cluster != NULL && !mh_rpc_call_cancelled(o->call) &&
+        uv_now(n->loop) < o->wait_until && !leader_known(n))
+        return;
+    uv_timer_stop(t);
+    if (n->stopping || n->cluster == NULL)
+        mh_rpc_fail(o->call, MH_GRPC_UNAVAILABLE,
+                    "the transfer is done but the node is shutting down; ask another node for "
+                    "the status");
+    else
+        reply_status(n, o->call);
+    uv_close((uv_handle_t *)t, op_timer_closed);
+}
 
 static void op_describe(struct op *o)
 {
@@ -272,6 +310,20 @@ static void op_done(struct mh_cluster_change *req, int rc, const char *message)
         memset(&o->req, 0, sizeof o->req);
         op_start(o);
         return;
+    }
+    if (o->chg.op == MHSM__INTERNAL__MEMBER_CHANGE__OP__TRANSFER && !o->n->stopping &&
+        o->n->cluster != NULL && !leader_known(o->n)) {
+        unsigned et = o->n->cfg->election_timeout_ms != 0 ? o->n->cfg->election_timeout_ms : 1000;
+        o->wait_until = uv_now(o->n->loop) + 3u * (uint64_t)et;
+        if (uv_timer_init(o->n->loop, &o->timer) == 0) {
+            o->timer.data = o;
+            if (uv_timer_start(&o->timer, op_poll_leader, LEADER_POLL_MS, LEADER_POLL_MS) == 0)
+                return;
+            /* cannot wait: answer now, and free |o| once the handle is closed */
+            reply_status(o->n, o->call);
+            uv_close((uv_handle_t *)&o->timer, op_timer_closed);
+            return;
+        }
     }
     if (o->n->stopping || o->n->cluster == NULL) {
         mh_rpc_fail(o->call, MH_GRPC_UNAVAILABLE,
