@@ -1,30 +1,35 @@
 #!/usr/bin/env bash
-# run.sh: install, build, and run a local mhsm node, then use it.
+# run.sh: install, build, and run a local three-node mhsm cluster, then use it.
 #
-#   ./scripts/run.sh          install packages, build (build/, RelWithDebInfo), generate
-#                             certificates (run/certs), start mhsmd in the background on
-#                             127.0.0.1 (port 8443, or the next free one), activate it
-#                             with freshly generated custodian certificates (security
-#                             domain file run/sd.json), create the key `first-key`
-#                             (EC-HSM P-256), sign a SHA-256 digest with it and verify.
-#                             Prints every step and how to use the CLI against the node.
-#   ./scripts/run.sh stop     stop the node (SIGTERM; it drains and exits)
+#   ./scripts/run.sh          install packages, build (build/, RelWithDebInfo), start a
+#                             three-node cluster on 127.0.0.1 through deploy/local-cluster.sh
+#                             (API ports 8443, 8444, 8445; raft peer ports 9443, 9444, 9445;
+#                             certificates in run/certs), activate it through node 1 with
+#                             freshly generated custodian certificates (security domain file
+#                             run/sd.json), create the key `first-key` (EC-HSM P-256) on
+#                             node 1, sign a SHA-256 digest with it on node 2 and verify the
+#                             signature on node 3, and show `mhsm cluster status`.
+#                             Prints every step and how to use the CLI against the cluster.
+#   ./scripts/run.sh stop     stop the three nodes (SIGTERM; each drains and exits)
 #   ./scripts/run.sh bench    build, then run the crypto benchmark (crypto-bench)
 #
-# Idempotent: a running node is reused, an active node is not activated again, an
+# Idempotent: running nodes are reused, an active HSM is not activated again, an
 # existing key is not created again. Everything lives in ./run/ (delete it, after
-# `stop`, to start from scratch). Node state: run/node1/ (data), run/node1.ini
-# (config), run/node1.log (log), run/node1.pid. Environment: MH_RUN_DIR and
-# MH_BUILD_DIR replace ./run and ./build.
+# `stop`, to start from scratch). Node i: run/node<i>/data (data directory),
+# run/node<i>/mhsmd.ini (config), run/node<i>/mhsmd.log, run/node<i>/mhsmd.pid.
+# Environment: MH_RUN_DIR and MH_BUILD_DIR replace ./run and ./build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUN=${MH_RUN_DIR:-$ROOT/run}       # override for tests: where certs, state and logs go
 BUILD=${MH_BUILD_DIR:-$ROOT/build} # override for tests: an existing build directory
+export MH_BUILD_DIR=$BUILD         # for deploy/local-cluster.sh
 MHSM=$BUILD/mhsm
 MHSMD=$BUILD/mhsmd
 PY=/usr/bin/python3
-NODES=(1) # issue 4: (1 2 3), each with its own port, raft id and data directory
+NODES=(1 2 3)
+API_BASE=8443
+RAFT_BASE=9443
 
 show_path() { # a path, relative to the repository when inside it
     case "$1" in
@@ -39,37 +44,29 @@ die() {
     exit 1
 }
 
-node_pid() { # n: pid of a running mhsmd for node n, or nothing
-    local f=$RUN/node$1.pid
-    [ -s "$f" ] || return 0
-    local pid
-    pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null && grep -q mhsmd "/proc/$pid/cmdline" 2>/dev/null; then
-        echo "$pid"
-    fi
-}
-
-stop_nodes() {
-    local n pid
-    for n in "${NODES[@]}"; do
-        pid=$(node_pid "$n")
-        if [ -z "$pid" ]; then
-            echo "node$n: not running"
-            rm -f "$RUN/node$n.pid"
-            continue
-        fi
-        echo "node$n: SIGTERM to pid $pid"
+# Before issue 4, run/ held one node: run/node1.ini, run/node1.pid, run/node1.log and its
+# data directory run/node1/. Stop that node and move it aside instead of mixing layouts.
+retire_single_node() {
+    [ -e "$RUN/node1.ini" ] || return 0
+    local pid old
+    pid=$(cat "$RUN/node1.pid" 2>/dev/null || true)
+    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
+        grep -q mhsmd "/proc/$pid/cmdline" 2>/dev/null; then
+        echo "stopping the single node of an earlier run.sh (pid $pid)"
         kill -TERM "$pid"
         for _ in $(seq 1 300); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        if kill -0 "$pid" 2>/dev/null; then
-            die "node$n (pid $pid) did not exit within 30 s; see $RUN/node$n.log"
-        fi
-        rm -f "$RUN/node$n.pid"
-        echo "node$n: stopped"
+        kill -0 "$pid" 2>/dev/null && die "the earlier node (pid $pid) did not exit within 30 s"
+    fi
+    old=$RUN/single-node.$(date +%Y%m%d%H%M%S).old
+    mkdir -p "$old"
+    local f
+    for f in node1 node1.ini node1.log node1.pid sd.json; do
+        [ -e "$RUN/$f" ] && mv "$RUN/$f" "$old/"
     done
+    echo "moved the single-node setup of an earlier run.sh to $old"
 }
 
 build() {
@@ -82,7 +79,8 @@ build() {
 
 case "${1:-}" in
 stop)
-    stop_nodes
+    retire_single_node
+    ./deploy/local-cluster.sh down "$RUN"
     exit 0
     ;;
 bench)
@@ -98,19 +96,6 @@ bench)
 *) die "unknown argument '$1' (try --help)" ;;
 esac
 
-port_busy() { # port: something accepts connections on 127.0.0.1:port
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-free_port_from() { # first port >= $1 nobody listens on (and not in $2, a list)
-    local p=$1
-    while port_busy "$p" || [[ " ${2:-} " == *" $p "* ]]; do
-        p=$((p + 1))
-        [ "$p" -lt $(($1 + 100)) ] || die "no free port in $1..$((p - 1))"
-    done
-    echo "$p"
-}
-
 json_get() { # key: print a top-level (or "a.b") field of the JSON on stdin
     "$PY" -c 'import json,sys
 v=json.load(sys.stdin)
@@ -119,146 +104,137 @@ for k in sys.argv[1].split("."):
 print(v if not isinstance(v,bool) else str(v).lower())' "$1"
 }
 
-write_config() { # n api_port raft_port
-    local n=$1
-    cat >"$RUN/node$n.ini" <<EOF
-; written by scripts/run.sh; every option is documented in deploy/mhsmd.example.ini
-[node]
-name = mhsm-local
-data_dir = $RUN/node$n
-log_level = info
-[api]
-listen = 127.0.0.1:$2
-cert = $RUN/certs/server.pem
-key = $RUN/certs/server.key
-client_ca = $RUN/certs/ca.pem
-[raft]
-id = $n
-address = 127.0.0.1:$3
-EOF
+endpoint() { # n: the API endpoint of node n
+    echo "127.0.0.1:$((API_BASE + $1 - 1))"
 }
 
-config_port() { # n: the API port of node n's existing config
-    sed -n 's/^listen = 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$RUN/node$1.ini"
-}
-
-start_node() { # n
-    local n=$1 pid port rport
-    pid=$(node_pid "$n")
-    if [ -n "$pid" ]; then
-        echo "node$n: already running (pid $pid, $(config_port "$n" | sed 's/^/127.0.0.1:/'))"
-        return
-    fi
-    port=$(free_port_from $((8442 + n)))
-    rport=$(free_port_from $((9442 + n)) "$port")
-    write_config "$n" "$port" "$rport"
-    echo "node$n: $MHSMD --config $RUN/node$n.ini (API 127.0.0.1:$port, raft 127.0.0.1:$rport)"
-    echo "node$n: data $RUN/node$n, log $RUN/node$n.log"
-    setsid "$MHSMD" --config "$RUN/node$n.ini" </dev/null >>"$RUN/node$n.log" 2>&1 &
-    echo $! >"$RUN/node$n.pid"
-}
-
-cli_env() { # n: export the CLI's environment for node n
-    export MHSM_ENDPOINT=127.0.0.1:$(config_port "$1")
+cli_env() { # n [operator]: export the CLI's environment for node n
+    export MHSM_ENDPOINT
+    MHSM_ENDPOINT=$(endpoint "$1")
     export MHSM_CA=$RUN/certs/ca.pem
-    export MHSM_CERT=$RUN/certs/admin.pem
-    export MHSM_KEY=$RUN/certs/admin.key
+    local who=${2:-admin}
+    export MHSM_CERT=$RUN/certs/$who.pem
+    export MHSM_KEY=$RUN/certs/$who.key
 }
 
-wait_ready() { # n: bounded wait for health SERVING
-    local n=$1 pid
-    cli_env "$n"
+# Runs the CLI; while it fails with a retryable status (UNAVAILABLE: a follower still
+# waiting for the security domain or the leader; NOT_FOUND for |2|: a node that has
+# not applied the create yet), tries again, at most 60 s. Output on stdout.
+mhsm_retry() { # retry-status mhsm-args...
+    local retry=$1 out err rc
+    shift
+    err=$(mktemp "$RUN/.err.XXXXXX")
     for _ in $(seq 1 120); do
-        pid=$(node_pid "$n")
-        [ -n "$pid" ] || {
-            tail -n 20 "$RUN/node$n.log" >&2 || true
-            die "node$n exited; see $RUN/node$n.log"
-        }
-        if out=$("$MHSM" health --timeout 2 2>/dev/null) &&
-            [ "$(printf '%s' "$out" | json_get status)" = SERVING ]; then
-            echo "node$n: ready (health SERVING on $MHSM_ENDPOINT)"
-            return
+        rc=0
+        out=$("$MHSM" "$@" 2>"$err") || rc=$?
+        if [ "$rc" = 0 ]; then
+            rm -f "$err"
+            printf '%s\n' "$out"
+            return 0
+        fi
+        if [ "$rc" != 1 ] || ! grep -Eq "^error: ($retry):" "$err"; then
+            cat "$err" >&2
+            rm -f "$err"
+            return "$rc"
         fi
         sleep 0.5
     done
-    tail -n 20 "$RUN/node$n.log" >&2 || true
-    die "node$n not ready after 60 s; see $RUN/node$n.log"
+    cat "$err" >&2
+    rm -f "$err"
+    return 1
 }
 
 build
 [ -x "$MHSMD" ] && [ -x "$MHSM" ] || die "build did not produce $MHSMD and $MHSM"
 mkdir -p "$RUN"
+retire_single_node
 
-step "certificates (deploy/gen-certs.sh $RUN/certs)"
-./deploy/gen-certs.sh "$RUN/certs"
-
-step "start mhsmd"
-for n in "${NODES[@]}"; do start_node "$n"; done
-for n in "${NODES[@]}"; do wait_ready "$n"; done
+step "start three nodes (deploy/local-cluster.sh up $(show_path "$RUN"))"
+echo "certificates: deploy/gen-certs.sh $(show_path "$RUN/certs") (node1..3.pem name the nodes)"
+./deploy/local-cluster.sh up "$RUN" --nodes ${#NODES[@]} --base-api-port $API_BASE \
+    --base-raft-port $RAFT_BASE
 cli_env 1
 
-step "activate: security domain"
-status=$("$MHSM" security-domain show | json_get activationStatus)
+step "activate through node 1: security domain"
+status=$(mhsm_retry UNAVAILABLE security-domain show | json_get activationStatus)
 if [ "$status" = Active ]; then
     echo "already active (security domain file: $RUN/sd.json)"
 else
     if [ -e "$RUN/sd.json" ]; then
         old=$RUN/sd.json.$(date +%Y%m%d%H%M%S).old
         mv "$RUN/sd.json" "$old"
-        echo "moved a security domain file of an earlier node to $old"
+        echo "moved a security domain file of an earlier cluster to $old"
     fi
     c=$(show_path "$RUN/certs")
-    echo "\$ mhsm security-domain download --sd-wrapping-keys $c/sd1.pem $c/sd2.pem" \
-        "$c/sd3.pem --sd-quorum 2 --security-domain-file $(show_path "$RUN/sd.json")"
+    echo "\$ mhsm --endpoint $MHSM_ENDPOINT security-domain download --sd-wrapping-keys" \
+        "$c/sd1.pem $c/sd2.pem $c/sd3.pem --sd-quorum 2 --security-domain-file" \
+        "$(show_path "$RUN/sd.json")"
     "$MHSM" security-domain download --sd-wrapping-keys "$RUN/certs/sd1.pem" \
         "$RUN/certs/sd2.pem" "$RUN/certs/sd3.pem" --sd-quorum 2 \
         --security-domain-file "$RUN/sd.json"
     echo "security domain written to $RUN/sd.json: any 2 of the custodian keys"
     echo "$c/sd{1,2,3}.key recover it. Keep them (and the file) apart and offline."
+    echo "nodes 2 and 3 fetch the domain secret from node 1 over the peer channel."
 fi
 "$MHSM" security-domain show
 echo
 
-step "key first-key (EC-HSM P-256)"
+step "key first-key (EC-HSM P-256) on node 1"
 if "$MHSM" key show --name first-key >/dev/null 2>"$RUN/.err"; then
     echo "first-key exists:"
     "$MHSM" key show --name first-key
 else
-    grep -q NOT_FOUND "$RUN/.err" || die "key show failed: $(cat "$RUN/.err")"
-    echo "\$ mhsm key create --name first-key --kty EC-HSM --curve P-256"
-    "$MHSM" key create --name first-key --kty EC-HSM --curve P-256
+    grep -Eq "NOT_FOUND|UNAVAILABLE" "$RUN/.err" || die "key show failed: $(cat "$RUN/.err")"
+    echo "\$ mhsm --endpoint $MHSM_ENDPOINT key create --name first-key --kty EC-HSM --curve P-256"
+    mhsm_retry UNAVAILABLE key create --name first-key --kty EC-HSM --curve P-256
 fi
 rm -f "$RUN/.err"
 echo
 
-step "sign a SHA-256 digest with first-key (ES256) and verify"
+step "sign a SHA-256 digest with first-key on node 2 (ES256), verify on node 3"
 message="hello from mhsm, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 digest=$(printf '%s' "$message" | openssl dgst -sha256 -binary | base64 -w0)
 echo "message: $message"
 echo "digest (SHA-256, base64): $digest"
-echo "\$ mhsm key sign --name first-key --algorithm ES256 --digest $digest"
-sig=$("$MHSM" key sign --name first-key --algorithm ES256 --digest "$digest")
+cli_env 2
+echo "\$ mhsm --endpoint $MHSM_ENDPOINT key sign --name first-key --algorithm ES256 --digest $digest"
+sig=$(mhsm_retry "UNAVAILABLE|NOT_FOUND" key sign --name first-key --algorithm ES256 \
+    --digest "$digest") || die "signing on node 2 failed"
 echo "$sig"
 signature=$(printf '%s' "$sig" | json_get signature)
-echo "\$ mhsm key verify --name first-key --algorithm ES256 --digest $digest --signature $signature"
-verdict=$("$MHSM" key verify --name first-key --algorithm ES256 --digest "$digest" \
-    --signature "$signature")
+cli_env 3
+echo "\$ mhsm --endpoint $MHSM_ENDPOINT key verify --name first-key --algorithm ES256" \
+    "--digest $digest --signature $signature"
+verdict=$(mhsm_retry "UNAVAILABLE|NOT_FOUND" key verify --name first-key --algorithm ES256 \
+    --digest "$digest" --signature "$signature") || die "verifying on node 3 failed"
 echo "$verdict"
 [ "$(printf '%s' "$verdict" | json_get isValid)" = true ] || die "the signature did not verify"
 
+step "cluster status (operator certificate, node 1)"
+cli_env 1 operator
+echo "\$ mhsm --cert $(show_path "$MHSM_CERT") --key $(show_path "$MHSM_KEY") cluster status --output table"
+mhsm_retry UNAVAILABLE cluster status --output table || die "cluster status failed"
+cli_env 1
+
 cat <<EOF
 
-==> done. mhsmd runs in the background (pid $(node_pid 1)), log $RUN/node1.log.
+==> done. Three mhsmd nodes run in the background (pids $(cat "$RUN"/node{1,2,3}/mhsmd.pid | tr '\n' ' '| sed 's/ $//')),
+logs $RUN/node{1,2,3}/mhsmd.log. Any node answers: API ports $API_BASE, $((API_BASE + 1)), $((API_BASE + 2)).
 
-Use the CLI against it:
+Use the CLI against it (data plane):
   export MHSM_ENDPOINT=$MHSM_ENDPOINT
   export MHSM_CA=$MHSM_CA
   export MHSM_CERT=$MHSM_CERT
   export MHSM_KEY=$MHSM_KEY
   $MHSM key list --output table
   $MHSM key create --name my-rsa --kty RSA-HSM --size 3072
+  $MHSM --endpoint $(endpoint 3) key show --name my-rsa
   $MHSM --help
 
-Stop it:   ./scripts/run.sh stop        (or: kill \$(cat $RUN/node1.pid))
-Again:     ./scripts/run.sh             (reuses the node, its keys and its security domain)
+The control plane needs the operator certificate:
+  $MHSM --cert $RUN/certs/operator.pem --key $RUN/certs/operator.key cluster status --output table
+  $MHSM --cert $RUN/certs/operator.pem --key $RUN/certs/operator.key cluster transfer
+
+Stop it:   ./scripts/run.sh stop        (or: deploy/local-cluster.sh down $RUN)
+Again:     ./scripts/run.sh             (reuses the nodes, their keys and the security domain)
 EOF
