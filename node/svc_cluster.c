@@ -188,7 +188,10 @@ struct op {
     uint64_t remove_id; /* replace: the node removed once the new one is a voter */
     unsigned step;      /* replace: 1 (add) or 2 (remove) */
     char describe[256]; /* the step, for the operator when it fails */
-    uv_timer_t timer;   /* transfer: waiting for the next leader */
+    /* Transfer: polls for the next leader. Replace: starts the removal from the loop
+     * rather than from inside the add's raft callback. */
+    uv_timer_t timer;
+    bool timer_used; /* initialized: |o| is freed by its close callback */
     uint64_t wait_until;
 };
 
@@ -197,6 +200,28 @@ static void op_done(struct mh_cluster_change *req, int rc, const char *message);
 static void op_timer_closed(uv_handle_t *h)
 {
     free(h->data);
+}
+
+/* Frees |o| once its call is finished (now, or when the timer is closed). */
+static void op_free(struct op *o)
+{
+    if (o->timer_used)
+        uv_close((uv_handle_t *)&o->timer, op_timer_closed);
+    else
+        free(o);
+}
+
+/* Runs |cb| on the loop after |delay_ms| (every LEADER_POLL_MS if |repeat|). */
+static int op_timer(struct op *o, uv_timer_cb cb, uint64_t delay_ms, bool repeat)
+{
+    if (!o->timer_used) {
+        int rc = uv_timer_init(o->n->loop, &o->timer);
+        if (rc < 0)
+            return rc;
+        o->timer.data = o;
+        o->timer_used = true;
+    }
+    return uv_timer_start(&o->timer, cb, delay_ms, repeat ? LEADER_POLL_MS : 0);
 }
 
 static bool leader_known(struct mh_node *n)
@@ -224,7 +249,7 @@ static void op_poll_leader(uv_timer_t *t)
                     "the status");
     else
         reply_status(n, o->call);
-    uv_close((uv_handle_t *)t, op_timer_closed);
+    op_free(o);
 }
 
 static void op_describe(struct op *o)
@@ -269,8 +294,31 @@ static void op_start(struct op *o)
         MH_WARN("cluster", "call=%llu %s refused: %s", (unsigned long long)mh_rpc_call_id(o->call),
                 o->describe, mh_strerror(rc));
         mh_rpc_fail_err(o->call, rc, o->describe);
-        free(o);
+        op_free(o);
     }
+}
+
+static void op_start_remove(uv_timer_t *t)
+{
+    struct op *o = t->data;
+    uv_timer_stop(t);
+    if (o->n->stopping || o->n->cluster == NULL) {
+        char what[300];
+        snprintf(what, sizeof what,
+                 "replace: node %llu was added but this node is shutting down before "
+                 "removing node %llu; run `mhsm cluster remove --id %llu`",
+                 (unsigned long long)o->chg.id, (unsigned long long)o->remove_id,
+                 (unsigned long long)o->remove_id);
+        mh_rpc_fail(o->call, MH_GRPC_UNAVAILABLE, what);
+        op_free(o);
+        return;
+    }
+    o->step = 2;
+    mhsm__internal__member_change__init(&o->chg);
+    o->chg.op = MHSM__INTERNAL__MEMBER_CHANGE__OP__REMOVE;
+    o->chg.id = o->remove_id;
+    memset(&o->req, 0, sizeof o->req);
+    op_start(o);
 }
 
 static void op_done(struct mh_cluster_change *req, int rc, const char *message)
@@ -286,44 +334,31 @@ static void op_done(struct mh_cluster_change *req, int rc, const char *message)
         else
             snprintf(what, sizeof what, "%s failed", o->describe);
         mh_rpc_fail_err(o->call, rc, what);
-        free(o);
+        op_free(o);
         return;
     }
     MH_INFO("cluster", "call=%llu %s done: %s", (unsigned long long)mh_rpc_call_id(o->call),
             o->describe, msg);
     if (o->remove_id != 0 && o->step == 1) {
-        if (o->n->stopping) {
-            char what[300];
-            snprintf(what, sizeof what,
-                     "replace: node %llu was added but this node is shutting down before "
-                     "removing node %llu; run `mhsm cluster remove --id %llu`",
-                     (unsigned long long)o->chg.id, (unsigned long long)o->remove_id,
-                     (unsigned long long)o->remove_id);
-            mh_rpc_fail(o->call, MH_GRPC_UNAVAILABLE, what);
-            free(o);
+        if (op_timer(o, op_start_remove, 0, false) == 0)
             return;
-        }
-        o->step = 2;
-        mhsm__internal__member_change__init(&o->chg);
-        o->chg.op = MHSM__INTERNAL__MEMBER_CHANGE__OP__REMOVE;
-        o->chg.id = o->remove_id;
-        memset(&o->req, 0, sizeof o->req);
-        op_start(o);
+        char what[300];
+        snprintf(what, sizeof what,
+                 "replace: node %llu was added but removing node %llu could not start; run "
+                 "`mhsm cluster remove --id %llu`",
+                 (unsigned long long)o->chg.id, (unsigned long long)o->remove_id,
+                 (unsigned long long)o->remove_id);
+        mh_rpc_fail(o->call, MH_GRPC_INTERNAL, what);
+        op_free(o);
         return;
     }
     if (o->chg.op == MHSM__INTERNAL__MEMBER_CHANGE__OP__TRANSFER && !o->n->stopping &&
         o->n->cluster != NULL && !leader_known(o->n)) {
         unsigned et = o->n->cfg->election_timeout_ms != 0 ? o->n->cfg->election_timeout_ms : 1000;
         o->wait_until = uv_now(o->n->loop) + 3u * (uint64_t)et;
-        if (uv_timer_init(o->n->loop, &o->timer) == 0) {
-            o->timer.data = o;
-            if (uv_timer_start(&o->timer, op_poll_leader, LEADER_POLL_MS, LEADER_POLL_MS) == 0)
-                return;
-            /* cannot wait: answer now, and free |o| once the handle is closed */
-            reply_status(o->n, o->call);
-            uv_close((uv_handle_t *)&o->timer, op_timer_closed);
+        if (op_timer(o, op_poll_leader, LEADER_POLL_MS, true) == 0)
             return;
-        }
+        /* cannot wait: answer with what is known now */
     }
     if (o->n->stopping || o->n->cluster == NULL) {
         mh_rpc_fail(o->call, MH_GRPC_UNAVAILABLE,
@@ -332,7 +367,7 @@ static void op_done(struct mh_cluster_change *req, int rc, const char *message)
     } else {
         reply_status(o->n, o->call);
     }
-    free(o);
+    op_free(o);
 }
 
 static struct op *op_new(struct mh_node *n, struct mh_rpc_call *call, const char *name)
