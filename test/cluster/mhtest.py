@@ -568,7 +568,8 @@ class Cluster:
                                  for i in range(n))
         self.nodes = []
         for i in range(n):
-            self.nodes.append(self._make(i + 1, "node%d" % (i + 1), members=self.members,
+            self.nodes.append(self._make(i + 1, self._free_name("node%d" % (i + 1)),
+                                         members=self.members,
                                          ports=(ports[2 * i], ports[2 * i + 1])))
         self.last = None  # the last Result seen by wait_serving / wait_refusing
 
@@ -585,13 +586,17 @@ class Cluster:
         """A node (not started, not in self.nodes) for raft id |raft_id| with a join
         config (no members line); cert defaults to node<raft_id>. The name defaults
         to node<raft_id> (node<raft_id>-2, -3 ... when that directory is taken)."""
-        base = name or "node%d" % raft_id
+        return self._make(raft_id, self._free_name(name or "node%d" % raft_id), join=join,
+                          cert=cert, members=None if join else self.members)
+
+    def _free_name(self, base):
+        """|base|, or base-2, base-3 ... when a node directory of that name exists
+        (a second cluster or node in the same test gets its own directory)."""
         name, k = base, 1
         while os.path.exists(os.path.join(self.h.tmp, name)):
             k += 1
             name = "%s-%d" % (base, k)
-        return self._make(raft_id, name, join=join, cert=cert,
-                          members=None if join else self.members)
+        return name
 
     # -- lifecycle
 
