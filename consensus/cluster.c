@@ -329,12 +329,19 @@ static bool contact_fresh(struct mh_cluster *c, uint64_t id)
     return last != 0 && now_ms(c) - last < c->election_timeout_ms;
 }
 
+/* The leader's configured raft address: the one raft reports is whatever the
+ * leader's stream was accepted with, while the configuration has the address its
+ * peer channel listens on. */
 static void leader_of(struct mh_cluster *c, uint64_t *id, const char **address)
 {
     raft_id lid = 0;
     const char *addr = NULL;
     raft_leader(&c->raft, &lid, &addr);
     *id = lid;
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; lid != 0 && i < conf->n; i++)
+        if (conf->servers[i].id == lid)
+            addr = conf->servers[i].address;
     *address = addr != NULL ? addr : "";
 }
 
@@ -390,9 +397,16 @@ static const char *unready(struct mh_cluster *c)
         return c->reason;
     }
     if (!c->caught_up || c->follow_term != c->raft.current_term || c->follow_leader != lid) {
-        snprintf(c->reason, sizeof c->reason, "catching up with the leader: applied %llu of %llu",
-                 (unsigned long long)raft_last_applied(&c->raft),
-                 (unsigned long long)c->catchup_target);
+        if (c->follow_term == c->raft.current_term && c->follow_leader == lid &&
+            raft_last_applied(&c->raft) < c->catchup_target)
+            snprintf(c->reason, sizeof c->reason,
+                     "catching up with the leader (node %llu): applied %llu of %llu",
+                     (unsigned long long)lid, (unsigned long long)raft_last_applied(&c->raft),
+                     (unsigned long long)c->catchup_target);
+        else
+            snprintf(c->reason, sizeof c->reason,
+                     "following a new leader (node %llu); serving in a moment",
+                     (unsigned long long)lid);
         return c->reason;
     }
     return NULL;
