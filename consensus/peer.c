@@ -130,6 +130,7 @@ struct mh_peer {
         uint64_t id;
         char addr[ADDR_MAX];
     } addrs[MH_PEER_MAX_PEERS];
+    char self_addr[ADDR_MAX]; /* our raft address, sent after a raft hello */
     bool closing, done_called;
     void (*done)(void *arg);
     void *done_arg;
@@ -244,9 +245,9 @@ static void stamp(struct mh_peer *p, uint64_t id)
     }
 }
 
-/* raft's accept_cb wants the peer's raft address (a follower reports it as the
- * leader's); the hello does not carry it, so remember what raft and the calls
- * dialed. */
+/* raft's accept_cb must name the peer's raft address: raft sends its replies
+ * there and asserts one address per id. Prefer what raft itself dialed (its
+ * configuration), else what the peer's raft hello says. */
 static void learn_addr(struct mh_peer *p, uint64_t id, const char *addr)
 {
     if (addr == NULL || strlen(addr) >= ADDR_MAX)
@@ -903,10 +904,34 @@ static void hello_check(struct conn *c)
         conn_finish(c);
         return;
     }
+    size_t used = HELLO_LEN;
+    char claimed_addr[ADDR_MAX] = "";
+    if (kind == KIND_RAFT) {
+        /* raft answers to the address its accept_cb names: the dialer's raft address */
+        if (c->in.len < HELLO_LEN + 2)
+            return;
+        size_t alen = (size_t)get_be(h + HELLO_LEN, 2);
+        if (alen == 0 || alen >= ADDR_MAX) {
+            refuse(c, "bad raft address length %zu in hello", alen);
+            return;
+        }
+        if (c->in.len < HELLO_LEN + 2 + alen)
+            return;
+        for (size_t i = 0; i < alen; i++) {
+            uint8_t ch = h[HELLO_LEN + 2 + i];
+            if (ch < 0x21 || ch > 0x7e) {
+                refuse(c, "bad raft address in hello");
+                return;
+            }
+            claimed_addr[i] = (char)ch;
+        }
+        claimed_addr[alen] = '\0';
+        used += 2 + alen;
+    }
     c->kind = (uint32_t)kind;
     c->st = CS_OPEN;
     c->deadline = 0;
-    c->in_off = HELLO_LEN;
+    c->in_off = used;
     stamp(p, c->peer_id);
     MH_DEBUG(COMP, "msg=\"accepted\" peer=%s id=%llu kind=%u", c->addr,
              (unsigned long long)c->peer_id, c->kind);
@@ -918,7 +943,8 @@ static void hello_check(struct conn *c)
             conn_close(c);
             return;
         }
-        p->accept_cb(p->rt, c->peer_id, known_addr(p, c->peer_id, c->addr), rs);
+        /* What raft itself dialed wins: it asserts one address per id. */
+        p->accept_cb(p->rt, c->peer_id, known_addr(p, c->peer_id, claimed_addr), rs);
         size_t rest = c->in.len - c->in_off;
         uint8_t *tmp = NULL;
         if (rest > 0) {
@@ -986,11 +1012,19 @@ static int conn_handshake(struct conn *c)
                    (unsigned long long)c->want_id);
             return MH_EPEER;
         }
-        uint8_t hello[HELLO_LEN];
+        uint8_t hello[HELLO_LEN + 2 + ADDR_MAX];
+        size_t hlen = HELLO_LEN;
         memcpy(hello, "MHP1", 4);
         put32(hello + 4, c->kind);
         put64(hello + 8, p->id);
-        if (tls_send(c, hello, sizeof hello) < 0)
+        if (c->kind == KIND_RAFT) {
+            size_t alen = strlen(p->self_addr);
+            hello[HELLO_LEN] = (uint8_t)(alen >> 8);
+            hello[HELLO_LEN + 1] = (uint8_t)alen;
+            memcpy(hello + HELLO_LEN + 2, p->self_addr, alen);
+            hlen += 2 + alen;
+        }
+        if (tls_send(c, hello, hlen) < 0)
             return MH_EUNAVAILABLE;
         c->st = CS_OPEN;
         c->deadline = 0;
@@ -1220,7 +1254,11 @@ static void kick(struct mh_peer *p)
 static int rt_init(struct raft_uv_transport *t, raft_id id, const char *address)
 {
     struct mh_peer *p = t->impl;
-    (void)address;
+    if (address == NULL || *address == '\0' || strlen(address) >= ADDR_MAX) {
+        snprintf(t->errmsg, sizeof t->errmsg, "raft address empty or too long");
+        return RAFT_INVALID;
+    }
+    snprintf(p->self_addr, sizeof p->self_addr, "%s", address);
     if (id != p->id) {
         snprintf(t->errmsg, sizeof t->errmsg, "raft id %llu is not the certificate's %llu",
                  (unsigned long long)id, (unsigned long long)p->id);
@@ -1349,7 +1387,6 @@ int mh_peer_call(struct mh_peer *p, uint64_t id, const char *address, const uint
         p->outs = op;
     }
     snprintf(op->address, sizeof op->address, "%s", address);
-    learn_addr(p, id, address);
     memset(c->private_, 0, sizeof c->private_);
     c->cb = cb;
     struct cpriv *k = cp(c);
@@ -1526,6 +1563,7 @@ int mh_peer_new(uv_loop_t *loop, const struct mh_peer_config *cfg, struct mh_pee
         return MH_ENOMEM;
     p->loop = loop;
     p->id = cfg->id;
+    snprintf(p->self_addr, sizeof p->self_addr, "%s", cfg->listen); /* until raft's init */
     p->max_frame = cfg->max_frame != 0 ? cfg->max_frame : DEFAULT_MAX_FRAME;
     if (p->max_frame > UINT32_MAX)
         p->max_frame = UINT32_MAX;

@@ -9,7 +9,9 @@
  *
  * Wire. The dialer completes the TLS handshake, checks that the acceptor's
  * certificate names the raft id it meant to reach, then sends a 16-byte hello
- * inside TLS: "MHP1", u32be kind (1 raft, 2 requests), u64be its raft id. The
+ * inside TLS: "MHP1", u32be kind (1 raft, 2 requests), u64be its raft id; for
+ * kind 1 followed by u16be length and the dialer's raft address (raft answers to
+ * the address its accept_cb names, as in raft's own TCP handshake). The
  * acceptor checks that id against the dialer's certificate and that it is not its
  * own id. Any failure closes the connection before a byte reaches raft or a
  * request handler, and is logged once (peer address, reason). Hello must arrive
