@@ -1319,6 +1319,8 @@ void mh_peer_raft_transport(struct mh_peer *p, struct raft_uv_transport *t)
     t->connect = rt_connect;
     t->close = rt_close;
     p->rt = t;
+    if (p->rclose_cb == NULL && p->raft_dialing == 0)
+        p->raft_closing = false; /* a new raft instance after the previous one closed */
 }
 
 /* ---- requests API ------------------------------------------------------- */

@@ -615,6 +615,12 @@ static void fake_accept(struct raft_uv_transport *t, raft_id id, const char *add
 }
 
 static bool fake_closed;
+
+static bool has_accept(void *arg)
+{
+    (void)arg;
+    return fake_accepts > 0;
+}
 static void fake_close_cb(struct raft_uv_transport *t)
 {
     (void)t;
@@ -722,6 +728,122 @@ static void test_refused(void **state)
     assert_false(fake_closed); /* never inside close() */
     assert_true(run_until(flag_set, &fake_closed, 10000));
     close_peer(p);
+    loop_done();
+}
+
+/* ---- the raft transport alone ------------------------------------------- */
+
+static int event_seq;
+static bool in_transport;
+
+struct rconn {
+    struct raft_uv_connect req;
+    bool done;
+    int status;
+    int seq;
+    uv_stream_t *stream;
+};
+
+static void rconn_cb(struct raft_uv_connect *req, struct uv_stream_s *stream, int status)
+{
+    struct rconn *c = (struct rconn *)req;
+    assert_false(in_transport);
+    assert_false(c->done);
+    c->done = true;
+    c->status = status;
+    c->seq = ++event_seq;
+    c->stream = stream;
+    if (status != 0)
+        assert_null(stream);
+}
+
+static bool rconn_done(void *arg)
+{
+    return ((struct rconn *)arg)->done;
+}
+
+static int close_seq;
+static void seq_close_cb(struct raft_uv_transport *t)
+{
+    (void)t;
+    fake_closed = true;
+    close_seq = ++event_seq;
+}
+
+static int tconnect(struct raft_uv_transport *t, struct rconn *c, raft_id id, const char *addr)
+{
+    memset(c, 0, sizeof *c);
+    in_transport = true;
+    int rv = t->connect(t, &c->req, id, addr, rconn_cb);
+    in_transport = false;
+    return rv;
+}
+
+static void test_transport(void **state)
+{
+    (void)state;
+    loop_init();
+    struct mh_peer *a = NULL, *b = NULL;
+    char aaddr[64], baddr[64], dead[64];
+    assert_int_equal(new_peer(1, "node1", aaddr, sizeof aaddr, &a), 0);
+    assert_int_equal(new_peer(2, "node2", baddr, sizeof baddr, &b), 0);
+    struct raft_uv_transport ta, tb;
+    mh_peer_raft_transport(a, &ta);
+    mh_peer_raft_transport(b, &tb);
+    assert_int_equal(ta.init(&ta, 2, aaddr), RAFT_INVALID); /* not the certificate's id */
+    assert_int_equal(ta.init(&ta, 1, aaddr), 0);
+    assert_int_equal(tb.init(&tb, 2, baddr), 0);
+    assert_int_equal(ta.listen(&ta, fake_accept), 0);
+    assert_int_equal(tb.listen(&tb, fake_accept), 0);
+    fake_accepts = 0;
+
+    struct rconn c;
+    snprintf(dead, sizeof dead, "127.0.0.1:%u", (unsigned)free_port());
+    assert_int_equal(tconnect(&ta, &c, 3, dead), 0);
+    assert_false(c.done);
+    assert_true(run_until(rconn_done, &c, 10000));
+    assert_int_equal(c.status, RAFT_NOCONNECTION);
+    assert_int_equal(tconnect(&ta, &c, 3, "not an address"), 0);
+    assert_true(run_until(rconn_done, &c, 10000));
+    assert_int_equal(c.status, RAFT_NOCONNECTION);
+
+    log_begin();
+    assert_int_equal(tconnect(&ta, &c, 3, baddr), 0);
+    bool ok = run_until(rconn_done, &c, 10000);
+    char *log = log_end();
+    assert_true(ok);
+    assert_int_equal(c.status, RAFT_NOCONNECTION);
+    assert_int_equal(count_of(log, "reason=\"certificate names node 2, expected node 3\""), 1);
+    free(log);
+
+    /* success: the acceptor's raft gets node 1 and its raft address */
+    assert_int_equal(tconnect(&ta, &c, 2, baddr), 0);
+    assert_true(run_until(rconn_done, &c, 10000));
+    assert_int_equal(c.status, 0);
+    assert_non_null(c.stream);
+    uv_close((uv_handle_t *)c.stream, free_raft_handle);
+    assert_true(run_until(has_accept, NULL, 10000));
+    assert_int_equal(fake_accept_id, 1);
+    assert_string_equal(fake_accept_addr, aaddr);
+
+    /* close cancels a pending connect, whose callback runs before close's */
+    struct rconn pend;
+    assert_int_equal(tconnect(&ta, &pend, 2, baddr), 0);
+    fake_closed = false;
+    in_transport = true;
+    ta.close(&ta, seq_close_cb);
+    in_transport = false;
+    assert_false(fake_closed);
+    assert_true(run_until(flag_set, &fake_closed, 10000));
+    assert_true(pend.done);
+    assert_int_equal(pend.status, RAFT_CANCELED);
+    assert_true(pend.seq < close_seq);
+    assert_int_equal(tconnect(&ta, &c, 2, baddr), RAFT_CANCELED); /* closed */
+    fake_closed = false;
+    tb.close(&tb, seq_close_cb);
+    assert_true(run_until(flag_set, &fake_closed, 10000));
+    close_peer(a);
+    close_peer(b);
     loop_done();
 }
 
@@ -965,9 +1087,8 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cert_id),
-        cmocka_unit_test(test_requests),
-        cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_cert_id), cmocka_unit_test(test_requests),
+        cmocka_unit_test(test_refused), cmocka_unit_test(test_transport),
         cmocka_unit_test(test_raft),
     };
     return cmocka_run_group_tests(tests, gen_certs, NULL);
