@@ -633,6 +633,7 @@ enum {
     R_APP,
     R_FOREIGN,
     R_CLAIMS4,
+    R_CLAIMS3,
     R_MAGIC,
     R_SELF,
     R_BIGFRAME,
@@ -678,6 +679,10 @@ static void test_refused(void **state)
     r[R_FOREIGN].out_len = make_hello(r[R_FOREIGN].out, "MHP1", 1, 4);
     /* node 2's certificate claiming to be node 4 (raft) */
     r[R_CLAIMS4].out_len = make_hello(r[R_CLAIMS4].out, "MHP1", 1, 4);
+    r[R_CLAIMS4].out_len += make_addr(r[R_CLAIMS4].out + 16, "127.0.0.1:9999");
+    /* the same lie on the request channel */
+    r[R_CLAIMS3].out_len = make_hello(r[R_CLAIMS3].out, "MHP1", 2, 3);
+    r[R_CLAIMS3].out_len += make_frame(r[R_CLAIMS3].out + 16, 4, "Eabc");
     r[R_MAGIC].out_len = make_hello(r[R_MAGIC].out, "MHPX", 2, 2);
     /* node 1's own certificate dialing node 1 */
     r[R_SELF].cert = "node1";
@@ -706,7 +711,8 @@ static void test_refused(void **state)
     assert_int_equal(fake_accept_id, 2);
     assert_string_equal(fake_accept_addr, "127.0.0.1:9999");
     /* every refused one: closed by the server, nothing received, logged once */
-    const int refused[] = {R_APP, R_FOREIGN, R_CLAIMS4, R_MAGIC, R_SELF, R_BIGFRAME, R_SILENT};
+    const int refused[] = {R_APP,   R_FOREIGN, R_CLAIMS4,  R_CLAIMS3,
+                           R_MAGIC, R_SELF,    R_BIGFRAME, R_SILENT};
     for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
         struct raw *x = &r[refused[i]];
         if (!x->closed || x->timed_out || x->got != 0)
@@ -720,7 +726,8 @@ static void test_refused(void **state)
     assert_int_equal(count_of(log, "reason=\"hello claims this node's own id 1\""), 1);
     assert_int_equal(count_of(log, "reason=\"frame of 1048577 bytes over the limit"), 1);
     assert_int_equal(count_of(log, "reason=\"no hello within 5000 ms\""), 1);
-    assert_int_equal(count_of(log, "msg=\"refused\""), 7);
+    assert_int_equal(count_of(log, "reason=\"certificate names node 2, hello claims 3\""), 1);
+    assert_int_equal(count_of(log, "msg=\"refused\""), 8);
     free(log);
 
     fake_closed = false;
