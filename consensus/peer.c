@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -35,6 +36,9 @@
 #define KIND_RAFT         1u
 #define KIND_REQ          2u
 #define ADDR_MAX          64u
+#define KEEPALIVE_S       5
+#define KEEPALIVE_PROBES  3
+#define USER_TIMEOUT_MS   15000u
 
 enum cstate { CS_CONNECTING, CS_HANDSHAKE, CS_HELLO, CS_OPEN };
 
@@ -616,6 +620,22 @@ static struct conn *conn_new(struct mh_peer *p, bool dialer)
     return c;
 }
 
+/* A peer that vanished without a reset (power loss, partition) must not hold a
+ * connection forever: probe idle ones, and give up on unacknowledged data. */
+static void tune_tcp(struct conn *c)
+{
+    (void)uv_tcp_nodelay(&c->tcp, 1);
+    (void)uv_tcp_keepalive(&c->tcp, 1, KEEPALIVE_S);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+        unsigned int ms = USER_TIMEOUT_MS;
+        int n = KEEPALIVE_PROBES;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &n, sizeof n);
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &n, sizeof n);
+    }
+}
+
 static int conn_tls(struct conn *c)
 {
     c->ssl = SSL_new(c->p->ctx);
@@ -1073,8 +1093,9 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread <= 0) {
         free(buf->base);
         if (nread < 0) {
-            if (c->st != CS_OPEN && !c->want_close)
-                refuse(c, "connection closed during %s", c->st == CS_HELLO ? "hello" : "handshake");
+            if (c->st != CS_OPEN && !c->want_close && !c->logged) /* restarts, not identity */
+                MH_INFO(COMP, "msg=\"closed by the peer during %s\" peer=%s",
+                        c->st == CS_HELLO ? "hello" : "handshake", c->addr);
             conn_close(c);
         }
         return;
@@ -1138,7 +1159,7 @@ static void on_connect(uv_connect_t *req, int status)
         conn_close(c);
         return;
     }
-    (void)uv_tcp_nodelay(&c->tcp, 1);
+    tune_tcp(c);
     if (conn_tls(c) < 0) {
         conn_close(c);
         return;
@@ -1181,7 +1202,7 @@ static void on_connection(uv_stream_t *listener, int status)
         conn_close(c);
         return;
     }
-    (void)uv_tcp_nodelay(&c->tcp, 1);
+    tune_tcp(c);
     struct sockaddr_storage ss;
     int sl = (int)sizeof ss;
     memset(&ss, 0, sizeof ss);

@@ -89,7 +89,8 @@ static int new_peer(uint64_t id, const char *certname, char *addr, size_t cap, s
     cert_file(cert, sizeof cert, certname, "pem");
     cert_file(key, sizeof key, certname, "key");
     cert_file(ca, sizeof ca, "ca", "pem");
-    snprintf(addr, cap, "127.0.0.1:%u", (unsigned)free_port());
+    if (addr[0] == '\0') /* else: restart on the same address */
+        snprintf(addr, cap, "127.0.0.1:%u", (unsigned)free_port());
     struct mh_peer_config cfg = {.id = id,
                                  .listen = addr,
                                  .cert_file = cert,
@@ -225,7 +226,7 @@ static void test_cert_id(void **state)
 
     loop_init();
     struct mh_peer *p = NULL;
-    char addr[64];
+    char addr[64] = "";
     assert_int_equal(new_peer(4, "node2", addr, sizeof addr, &p), MH_ECONFIG);
     assert_null(p);
     assert_int_equal(new_peer(1, "app", addr, sizeof addr, &p), MH_ECONFIG);
@@ -347,7 +348,7 @@ static void test_requests(void **state)
     (void)state;
     loop_init();
     struct mh_peer *a = NULL, *b = NULL;
-    char aaddr[64], baddr[64];
+    char aaddr[64] = "", baddr[64] = "";
     assert_int_equal(new_peer(1, "node1", aaddr, sizeof aaddr, &a), 0);
     assert_int_equal(new_peer(2, "node2", baddr, sizeof baddr, &b), 0);
     struct srv sa = {0}, sb = {0};
@@ -646,7 +647,7 @@ static void test_refused(void **state)
     (void)state;
     loop_init();
     struct mh_peer *p = NULL;
-    char addr[64];
+    char addr[64] = "";
     assert_int_equal(new_peer(1, "node1", addr, sizeof addr, &p), 0);
     struct srv s = {0};
     mh_peer_set_handler(p, handler, &s);
@@ -791,7 +792,7 @@ static void test_transport(void **state)
     (void)state;
     loop_init();
     struct mh_peer *a = NULL, *b = NULL;
-    char aaddr[64], baddr[64], dead[64];
+    char aaddr[64] = "", baddr[64] = "", dead[64];
     assert_int_equal(new_peer(1, "node1", aaddr, sizeof aaddr, &a), 0);
     assert_int_equal(new_peer(2, "node2", baddr, sizeof baddr, &b), 0);
     struct raft_uv_transport ta, tb;
@@ -969,6 +970,52 @@ static void peer_closed_cb(void *arg)
     ((struct rnode *)arg)->peer_closed = true;
 }
 
+static void rnode_init(struct rnode *n)
+{
+    char cert[16];
+    snprintf(cert, sizeof cert, "node%llu", (unsigned long long)n->id);
+    n->sum = n->count = 0;
+    n->raft_closed = n->peer_closed = false;
+    assert_int_equal(new_peer(n->id, cert, n->addr, sizeof n->addr, &n->p), 0);
+    mh_peer_raft_transport(n->p, &n->t);
+    assert_int_equal(raft_uv_init(&n->io, &loop, n->dir, &n->t), 0);
+    memset(&n->fsm, 0, sizeof n->fsm);
+    n->fsm.version = 1;
+    n->fsm.data = n;
+    n->fsm.apply = fsm_apply;
+    n->fsm.snapshot = fsm_snapshot;
+    n->fsm.restore = fsm_restore;
+    assert_int_equal(raft_init(&n->raft, &n->io, &n->fsm, n->id, n->addr), 0);
+    n->raft.data = n;
+    raft_set_election_timeout(&n->raft, 300);
+    raft_set_heartbeat_timeout(&n->raft, 50);
+    raft_set_pre_vote(&n->raft, true);
+}
+
+static bool node_raft_closed(void *arg)
+{
+    return ((struct rnode *)arg)->raft_closed;
+}
+
+static bool node_peer_closed(void *arg)
+{
+    return ((struct rnode *)arg)->peer_closed;
+}
+
+static void apply_n(struct rnode *leader, uint64_t from, uint64_t to, uint64_t *expect)
+{
+    for (uint64_t i = from; i <= to; i++) {
+        struct raft_apply *req = calloc(1, sizeof *req);
+        assert_non_null(req);
+        struct raft_buffer b = {raft_malloc(8), 8}; /* raft wants multiples of 8 */
+        assert_non_null(b.base);
+        for (int k = 0; k < 8; k++)
+            ((uint8_t *)b.base)[k] = (uint8_t)(i >> (56 - 8 * k));
+        *expect += i;
+        assert_int_equal(raft_apply(&leader->raft, req, &b, 1, apply_cb), 0);
+    }
+}
+
 static struct rnode *contact_leader;
 static bool leader_contact(void *arg)
 {
@@ -995,25 +1042,11 @@ static void test_raft(void **state)
     for (int i = 0; i < 3; i++) {
         struct rnode *n = &nodes[i];
         n->id = (uint64_t)i + 1;
-        char cert[16];
-        snprintf(cert, sizeof cert, "node%d", i + 1);
-        assert_int_equal(new_peer(n->id, cert, n->addr, sizeof n->addr, &n->p), 0);
         char name[32];
         snprintf(name, sizeof name, "raft%d", i + 1);
         tu_path(n->dir, sizeof n->dir, name);
         assert_int_equal(mkdir(n->dir, 0700), 0);
-        mh_peer_raft_transport(n->p, &n->t);
-        assert_int_equal(raft_uv_init(&n->io, &loop, n->dir, &n->t), 0);
-        n->fsm.version = 1;
-        n->fsm.data = n;
-        n->fsm.apply = fsm_apply;
-        n->fsm.snapshot = fsm_snapshot;
-        n->fsm.restore = fsm_restore;
-        assert_int_equal(raft_init(&n->raft, &n->io, &n->fsm, n->id, n->addr), 0);
-        n->raft.data = n;
-        raft_set_election_timeout(&n->raft, 300);
-        raft_set_heartbeat_timeout(&n->raft, 50);
-        raft_set_pre_vote(&n->raft, true);
+        rnode_init(n);
     }
     for (int i = 0; i < 3; i++) {
         struct raft_configuration conf;
@@ -1036,16 +1069,7 @@ static void test_raft(void **state)
 
     enum { N = 50 };
     uint64_t expect = 0;
-    for (uint64_t i = 1; i <= N; i++) {
-        struct raft_apply *req = calloc(1, sizeof *req);
-        assert_non_null(req);
-        struct raft_buffer b = {raft_malloc(8), 8}; /* raft wants multiples of 8 */
-        assert_non_null(b.base);
-        for (int k = 0; k < 8; k++)
-            ((uint8_t *)b.base)[k] = (uint8_t)(i >> (56 - 8 * k));
-        expect += i;
-        assert_int_equal(raft_apply(&leader->raft, req, &b, 1, apply_cb), 0);
-    }
+    apply_n(leader, 1, N, &expect);
     want_count = N;
     assert_true(run_until(all_applied, NULL, 20000));
     assert_int_equal(applied_err, 0);
@@ -1075,6 +1099,28 @@ static void test_raft(void **state)
         assert_int_equal(lid, leader->id);
         assert_non_null(laddr);
         assert_string_equal(laddr, leader->addr);
+    }
+
+    /* a follower stops completely; the majority goes on; it restarts on the same
+     * address and directory, reconnects through the channel and catches up */
+    struct rnode *f = leader == &nodes[0] ? &nodes[1] : &nodes[0];
+    raft_close(&f->raft, raft_closed_cb);
+    assert_true(run_until(node_raft_closed, f, 10000));
+    raft_uv_close(&f->io);
+    mh_peer_close(f->p, peer_closed_cb, f);
+    assert_true(run_until(node_peer_closed, f, 10000));
+    mh_peer_free(f->p);
+    f->p = NULL;
+    assert_int_equal(raft_state(&leader->raft), RAFT_LEADER);
+    apply_n(leader, N + 1, 2 * N, &expect);
+    want_count = 2 * N;
+    rnode_init(f);
+    assert_int_equal(raft_start(&f->raft), 0);
+    assert_true(run_until(all_applied, NULL, 20000));
+    assert_int_equal(applied_err, 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(nodes[i].count, 2 * N);
+        assert_int_equal(nodes[i].sum, expect);
     }
 
     for (int i = 0; i < 3; i++)
