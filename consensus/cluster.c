@@ -383,6 +383,14 @@ static const char *unready(struct mh_cluster *c)
                  state == RAFT_CANDIDATE ? "a candidate" : "not following");
         return c->reason;
     }
+    if (find_server(c, c->id) == NULL) {
+        /* A joining node: until the log (or a snapshot) brings the configuration
+         * that names it, its state is not the cluster's. */
+        snprintf(c->reason, sizeof c->reason,
+                 "joining: not yet a member in the replicated configuration (the operator adds "
+                 "it with `mhsm cluster add`), or still receiving the state");
+        return c->reason;
+    }
     if (!contact_fresh(c, lid)) {
         uint64_t last = c->peer != NULL ? mh_peer_last_recv(c->peer, lid) : 0;
         if (last == 0)
