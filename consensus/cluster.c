@@ -79,6 +79,9 @@ struct mh_cluster {
     uint64_t barrier_term; /* term in which this node's leader barrier was applied */
     uint64_t follow_term, follow_leader, catchup_target;
     bool caught_up;
+    bool target_known; /* the leader answered the read-index request */
+    bool read_index_pending;
+    struct mh_peer_call read_index_call;
     bool was_serving;
     char reason[160];
     int lock_fd;
@@ -405,7 +408,7 @@ static const char *unready(struct mh_cluster *c)
         return c->reason;
     }
     if (!c->caught_up || c->follow_term != c->raft.current_term || c->follow_leader != lid) {
-        if (c->follow_term == c->raft.current_term && c->follow_leader == lid &&
+        if (c->follow_term == c->raft.current_term && c->follow_leader == lid && c->target_known &&
             raft_last_applied(&c->raft) < c->catchup_target)
             snprintf(c->reason, sizeof c->reason,
                      "catching up with the leader (node %llu): applied %llu of %llu",
@@ -453,6 +456,41 @@ static void barrier_cb(struct raft_barrier *req, int status)
             (unsigned long long)raft_last_applied(&c->raft));
 }
 
+static void read_index_done(struct mh_peer_call *call, int rc, const uint8_t *msg, size_t len)
+{
+    struct mh_cluster *c = call->data;
+    c->read_index_pending = false;
+    if (rc < 0 || c->stopping)
+        return;
+    Mhsm__Internal__PeerResponse *r = mhsm__internal__peer_response__unpack(NULL, len, msg);
+    if (r == NULL)
+        return;
+    if (r->rc == 0 && r->leader_id == c->follow_leader && c->follow_term == c->raft.current_term) {
+        c->catchup_target = r->index;
+        c->target_known = true;
+    }
+    mhsm__internal__peer_response__free_unpacked(r, NULL);
+}
+
+static void ask_read_index(struct mh_cluster *c, uint64_t lid, const char *laddr)
+{
+    if (c->peer == NULL) {
+        c->catchup_target = c->raft.commit_index;
+        c->target_known = true;
+        return;
+    }
+    Mhsm__Internal__ReadIndex ri = MHSM__INTERNAL__READ_INDEX__INIT;
+    Mhsm__Internal__PeerRequest pr = MHSM__INTERNAL__PEER_REQUEST__INIT;
+    pr.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_READ_INDEX;
+    pr.read_index = &ri;
+    uint8_t msg[16];
+    size_t n = mhsm__internal__peer_request__pack(&pr, msg);
+    c->read_index_call.data = c;
+    if (mh_peer_call(c->peer, lid, laddr, msg, n, c->election_timeout_ms, &c->read_index_call,
+                     read_index_done) == 0)
+        c->read_index_pending = true;
+}
+
 static void poll_cb(uv_timer_t *t)
 {
     struct mh_cluster *c = t->data;
@@ -477,13 +515,19 @@ static void poll_cb(uv_timer_t *t)
         if (state == RAFT_FOLLOWER && lid != 0 && contact_fresh(c, lid)) {
             if (c->follow_term != c->raft.current_term || c->follow_leader != lid) {
                 /* A new leader (or contact regained): serve once everything the
-                 * leader had committed when we heard from it is applied here. */
+                 * leader had committed when we asked it is applied here. Our own
+                 * commit index is no guide: a follower whose log is behind learns
+                 * the leader's commit only as entries arrive. */
                 c->follow_term = c->raft.current_term;
                 c->follow_leader = lid;
-                c->catchup_target = c->raft.commit_index;
+                c->catchup_target = 0;
+                c->target_known = false;
                 c->caught_up = false;
             }
-            if (!c->caught_up && raft_last_applied(&c->raft) >= c->catchup_target)
+            if (!c->target_known && !c->read_index_pending)
+                ask_read_index(c, lid, laddr);
+            if (!c->caught_up && c->target_known &&
+                raft_last_applied(&c->raft) >= c->catchup_target)
                 c->caught_up = true;
         } else {
             c->caught_up = false;
@@ -1177,6 +1221,22 @@ int mh_cluster_fetch_domain(struct mh_cluster *c, const uint8_t *domain_id, size
     return 0;
 }
 
+/* Leader: its commit index, once it is a ready leader (its barrier applied, so the
+ * commit index covers every entry of earlier terms) with a majority in contact. */
+static void handle_read_index(struct mh_cluster *c, struct mh_peer_req *req)
+{
+    if (raft_state(&c->raft) != RAFT_LEADER || unready(c) != NULL) {
+        respond_rc(c, req, MH_EUNAVAILABLE, "not a ready leader");
+        return;
+    }
+    Mhsm__Internal__PeerResponse r = MHSM__INTERNAL__PEER_RESPONSE__INIT;
+    r.rc = 0;
+    r.message = (char *)"";
+    r.leader_id = c->id;
+    r.index = c->raft.commit_index;
+    respond(req, &r);
+}
+
 /* ---- inbound peer requests ---------------------------------------------------------- */
 
 static void on_peer_request(void *arg, struct mh_peer_req *req, uint64_t from, const uint8_t *msg,
@@ -1207,6 +1267,9 @@ static void on_peer_request(void *arg, struct mh_peer_req *req, uint64_t from, c
         break;
     case MHSM__INTERNAL__PEER_REQUEST__BODY_DOMAIN_FETCH:
         handle_domain_fetch(c, req, from, m->domain_fetch);
+        break;
+    case MHSM__INTERNAL__PEER_REQUEST__BODY_READ_INDEX:
+        handle_read_index(c, req);
         break;
     default:
         respond_rc(c, req, MH_EPROTO, "unknown peer request");

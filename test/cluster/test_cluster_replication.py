@@ -70,7 +70,14 @@ def voters(s):
 
 
 def check_status_agreement(what):
-    sts = [cl.status(i) for i in range(3)]
+    # Right after a leader change a follower serves only once it applied what the new
+    # leader had committed (its barrier entry): wait for that, bounded.
+    deadline = time.monotonic() + 10
+    while True:
+        sts = [cl.status(i) for i in range(3)]
+        if all(s and s.get("serving") is True for s in sts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     leaders = {int(s.get("leaderId") or 0) for s in sts if s}
     h.check(all(sts) and len(leaders) == 1 and 0 not in leaders,
             "%s: every node's status names the same leader" % what,
