@@ -22,8 +22,10 @@
 struct prop_priv {
     struct raft_apply apply; /* leader path */
     struct mh_cluster *c;
-    uint64_t index;           /* the entry's raft index, once known */
-    uint64_t deadline;        /* uv_now() bound for the local apply */
+    uint64_t index;      /* the entry's raft index, once known */
+    uint64_t deadline;   /* uv_now() bound for the local apply */
+    uint64_t release_at; /* fenced: not answered before this uv_now() */
+    bool fence;
     struct mh_peer_call call; /* follower path: the call to the leader */
     struct mh_fsm_result res;
     struct prop_priv *next; /* waiters list */
@@ -31,10 +33,18 @@ struct prop_priv {
 _Static_assert(sizeof(struct prop_priv) <= sizeof(((struct mh_proposal *)0)->private_),
                "mh_proposal.private_ too small");
 
+/* raft 0.15 keeps using a transfer's embedded send request after the transfer's
+ * callback (the TimeoutNow message may still sit in a connecting client's queue), so
+ * the cluster owns each one until raft is closed. */
+struct xfer {
+    struct raft_transfer t;
+    struct change_priv *cp; /* NULL once answered */
+    struct xfer *next;
+};
+
 struct change_priv {
     union {
         struct raft_change change;
-        struct raft_transfer transfer;
     } u;
     struct mh_peer_call call;
     struct mh_cluster *c;
@@ -73,15 +83,16 @@ struct mh_cluster {
     struct raft_barrier barrier;
     struct mh_fsm_result result; /* fsm apply -> raft apply cb (same loop turn) */
     struct prop_priv *waiters;
+    struct xfer *xfers; /* every transfer ever started, freed at close */
     mh_cluster_domain_fn domain_fn;
     void *domain_arg;
     /* serving state */
     uint64_t barrier_term; /* term in which this node's leader barrier was applied */
     uint64_t follow_term, follow_leader, catchup_target;
     bool caught_up;
-    bool target_known; /* the leader answered the read-index request */
-    bool read_index_pending;
-    struct mh_peer_call read_index_call;
+    bool target_known;   /* the leader answered the read-index request */
+    uint64_t follow_gen; /* bumped on every reset: late read-index answers are ignored */
+    uint64_t ri_gen;     /* the generation a read-index request was sent for */
     bool was_serving;
     char reason[160];
     int lock_fd;
@@ -114,6 +125,7 @@ static int map_raft(int rv)
     case RAFT_DUPLICATEADDRESS:
         return MH_EEXIST;
     case RAFT_BADID:
+    case RAFT_NOTFOUND:
         return MH_ENOTFOUND;
     case RAFT_BADROLE:
     case RAFT_INVALID:
@@ -211,7 +223,7 @@ static void complete_waiters(struct mh_cluster *c, int fail_rc)
         if (fail_rc != 0)
             rc = fail_rc;
         else if (applied >= w->index)
-            rc = 0;
+            rc = now >= w->release_at ? 0 : 1;
         else if (now >= w->deadline) {
             MH_WARN("raft",
                     "msg=\"forwarded entry committed but not applied here in time\" index=%llu "
@@ -321,7 +333,7 @@ static const struct raft_server *find_server(struct mh_cluster *c, uint64_t id)
 
 bool mh_cluster_is_member(struct mh_cluster *c, uint64_t id)
 {
-    return find_server(c, id) != NULL;
+    return !c->stopping && find_server(c, id) != NULL;
 }
 
 static bool contact_fresh(struct mh_cluster *c, uint64_t id)
@@ -335,6 +347,14 @@ static bool contact_fresh(struct mh_cluster *c, uint64_t id)
 /* The leader's configured raft address: the one raft reports is whatever the
  * leader's stream was accepted with, while the configuration has the address its
  * peer channel listens on. */
+/* A follower's lease: raft resets election_timer_start only on valid AppendEntries
+ * from the current leader (not on any byte from that node, which may meanwhile
+ * have been deposed). */
+static bool leader_fresh(struct mh_cluster *c)
+{
+    return now_ms(c) - c->raft.election_timer_start < c->election_timeout_ms;
+}
+
 static void leader_of(struct mh_cluster *c, uint64_t *id, const char **address)
 {
     raft_id lid = 0;
@@ -394,8 +414,8 @@ static const char *unready(struct mh_cluster *c)
                  "it with `mhsm cluster add`), or still receiving the state");
         return c->reason;
     }
-    if (!contact_fresh(c, lid)) {
-        uint64_t last = c->peer != NULL ? mh_peer_last_recv(c->peer, lid) : 0;
+    if (!leader_fresh(c)) {
+        uint64_t last = c->raft.election_timer_start;
         if (last == 0)
             snprintf(c->reason, sizeof c->reason, "no contact with the leader (node %llu) yet",
                      (unsigned long long)lid);
@@ -428,6 +448,11 @@ bool mh_cluster_ready(const struct mh_cluster *c)
     return unready((struct mh_cluster *)c) == NULL;
 }
 
+bool mh_cluster_failed(const struct mh_cluster *c)
+{
+    return c->failed;
+}
+
 const char *mh_cluster_unready_reason(struct mh_cluster *c)
 {
     const char *r = unready(c);
@@ -456,46 +481,72 @@ static void barrier_cb(struct raft_barrier *req, int status)
             (unsigned long long)raft_last_applied(&c->raft));
 }
 
+struct read_index {
+    struct mh_peer_call call;
+    struct mh_cluster *c;
+    uint64_t gen;
+};
+
 static void read_index_done(struct mh_peer_call *call, int rc, const uint8_t *msg, size_t len)
 {
-    struct mh_cluster *c = call->data;
-    c->read_index_pending = false;
-    if (rc < 0 || c->stopping)
-        return;
-    Mhsm__Internal__PeerResponse *r = mhsm__internal__peer_response__unpack(NULL, len, msg);
-    if (r == NULL)
-        return;
-    if (r->rc == 0 && r->leader_id == c->follow_leader && c->follow_term == c->raft.current_term) {
+    struct read_index *ri = call->data;
+    struct mh_cluster *c = ri->c;
+    bool current = ri->gen == c->follow_gen && !c->stopping;
+    free(ri);
+    if (!current)
+        return; /* asked before a contact gap or leader change: the answer may be stale */
+    Mhsm__Internal__PeerResponse *r =
+        rc == 0 ? mhsm__internal__peer_response__unpack(NULL, len, msg) : NULL;
+    if (r != NULL && r->rc == 0 && r->leader_id == c->follow_leader &&
+        c->follow_term == c->raft.current_term) {
         c->catchup_target = r->index;
         c->target_known = true;
+    } else {
+        c->ri_gen = 0; /* ask again at the next poll */
     }
-    mhsm__internal__peer_response__free_unpacked(r, NULL);
+    if (r != NULL)
+        mhsm__internal__peer_response__free_unpacked(r, NULL);
 }
 
 static void ask_read_index(struct mh_cluster *c, uint64_t lid, const char *laddr)
 {
+    c->ri_gen = c->follow_gen;
     if (c->peer == NULL) {
         c->catchup_target = c->raft.commit_index;
         c->target_known = true;
         return;
     }
-    Mhsm__Internal__ReadIndex ri = MHSM__INTERNAL__READ_INDEX__INIT;
+    struct read_index *ri = calloc(1, sizeof *ri);
+    if (ri == NULL) {
+        c->ri_gen = 0;
+        return;
+    }
+    ri->c = c;
+    ri->gen = c->follow_gen;
+    ri->call.data = ri;
+    Mhsm__Internal__ReadIndex rq = MHSM__INTERNAL__READ_INDEX__INIT;
     Mhsm__Internal__PeerRequest pr = MHSM__INTERNAL__PEER_REQUEST__INIT;
     pr.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_READ_INDEX;
-    pr.read_index = &ri;
+    pr.read_index = &rq;
     uint8_t msg[16];
     size_t n = mhsm__internal__peer_request__pack(&pr, msg);
-    c->read_index_call.data = c;
-    if (mh_peer_call(c->peer, lid, laddr, msg, n, c->election_timeout_ms, &c->read_index_call,
-                     read_index_done) == 0)
-        c->read_index_pending = true;
+    if (mh_peer_call(c->peer, lid, laddr, msg, n, c->election_timeout_ms, &ri->call,
+                     read_index_done) != 0) {
+        free(ri);
+        c->ri_gen = 0;
+    }
 }
 
 static void poll_cb(uv_timer_t *t)
 {
     struct mh_cluster *c = t->data;
-    if (c->stopping || c->failed)
+    if (c->stopping)
         return;
+    if (c->failed) {
+        if (c->waiters != NULL)
+            complete_waiters(c, MH_ESTORE);
+        return;
+    }
     int state = raft_state(&c->raft);
     if (state == RAFT_LEADER) {
         if (c->barrier_term != c->raft.current_term && !c->barrier_pending) {
@@ -512,7 +563,7 @@ static void poll_cb(uv_timer_t *t)
         uint64_t lid;
         const char *laddr;
         leader_of(c, &lid, &laddr);
-        if (state == RAFT_FOLLOWER && lid != 0 && contact_fresh(c, lid)) {
+        if (state == RAFT_FOLLOWER && lid != 0 && leader_fresh(c)) {
             if (c->follow_term != c->raft.current_term || c->follow_leader != lid) {
                 /* A new leader (or contact regained): serve once everything the
                  * leader had committed when we asked it is applied here. Our own
@@ -523,13 +574,16 @@ static void poll_cb(uv_timer_t *t)
                 c->catchup_target = 0;
                 c->target_known = false;
                 c->caught_up = false;
+                c->follow_gen++;
             }
-            if (!c->target_known && !c->read_index_pending)
+            if (!c->target_known && c->ri_gen != c->follow_gen)
                 ask_read_index(c, lid, laddr);
             if (!c->caught_up && c->target_known &&
                 raft_last_applied(&c->raft) >= c->catchup_target)
                 c->caught_up = true;
         } else {
+            if (c->follow_term != 0)
+                c->follow_gen++;
             c->caught_up = false;
             c->follow_term = 0;
         }
@@ -580,15 +634,44 @@ static int padded_buffer(const uint8_t *packed, size_t n, struct raft_buffer *bu
     return 0;
 }
 
+static void hold(struct mh_cluster *c, struct prop_priv *pv);
+
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
     struct mh_proposal *p = req->data;
-    prop_priv(p)->index = req->index;
+    struct prop_priv *pv = prop_priv(p);
+    pv->index = req->index;
     if (status != 0) {
         p->cb(p, map_raft(status), NULL);
         return;
     }
+    if (pv->fence && !pv->c->stopping) {
+        pv->res = *(const struct mh_fsm_result *)result;
+        hold(pv->c, pv);
+        return;
+    }
     p->cb(p, 0, result);
+}
+
+/* Restricting commands (update, delete, purge) are answered one election timeout
+ * after they were applied here: by then every node that did not apply them has
+ * gone that long without hearing from the leader and stopped serving, so once the
+ * client sees "disabled" or "deleted" no node serves the old state. */
+static bool restricting(const Mhsm__Internal__Command *cmd)
+{
+    return cmd->body_case == MHSM__INTERNAL__COMMAND__BODY_UPDATE_VERSION ||
+           cmd->body_case == MHSM__INTERNAL__COMMAND__BODY_DELETE_KEY ||
+           cmd->body_case == MHSM__INTERNAL__COMMAND__BODY_PURGE_KEY;
+}
+
+static void hold(struct mh_cluster *c, struct prop_priv *pv)
+{
+    uint64_t now = now_ms(c);
+    pv->release_at = pv->fence ? now + c->election_timeout_ms : 0;
+    pv->deadline = (pv->fence ? pv->release_at : now) + c->forward_timeout_ms;
+    pv->next = c->waiters;
+    c->waiters = pv;
+    uv_timer_start(&c->wake, wake_cb, pv->fence ? c->election_timeout_ms : 0, 0);
 }
 
 /* Leader: append |packed| (n bytes). */
@@ -690,10 +773,7 @@ static void forward_done(struct mh_peer_call *call, int rc, const uint8_t *msg, 
         return;
     }
     /* Answer once this node's own FSM has applied the entry (read your writes). */
-    pv->deadline = now_ms(c) + c->forward_timeout_ms;
-    pv->next = c->waiters;
-    c->waiters = pv;
-    uv_timer_start(&c->wake, wake_cb, 0, 0);
+    hold(c, pv);
 }
 
 int mh_cluster_propose(struct mh_cluster *c, const Mhsm__Internal__Command *cmd,
@@ -714,6 +794,11 @@ int mh_cluster_propose(struct mh_cluster *c, const Mhsm__Internal__Command *cmd,
     p->cb = cb;
     struct prop_priv *pv = prop_priv(p);
     pv->c = c;
+    pv->release_at = 0;
+    unsigned voters = 0;
+    for (unsigned k = 0; k < c->raft.configuration.n; k++)
+        voters += c->raft.configuration.servers[k].role == RAFT_VOTER;
+    pv->fence = voters > 1 && restricting(cmd);
     int rv;
     if (raft_state(&c->raft) == RAFT_LEADER) {
         rv = leader_apply(c, packed, n, p);
@@ -876,7 +961,11 @@ static void remove_cb(struct raft_change *req, int status)
 
 static void transfer_cb(struct raft_transfer *req)
 {
-    struct change_priv *cp = req->data;
+    struct xfer *x = req->data;
+    struct change_priv *cp = x->cp;
+    x->cp = NULL;
+    if (cp == NULL)
+        return;
     struct mh_cluster *c = cp->c;
     uint64_t lid;
     const char *laddr;
@@ -933,8 +1022,24 @@ static int leader_change(struct mh_cluster *c, struct change_priv *cp, const cha
             snprintf(why, why_len, "node %llu is already the leader", (unsigned long long)cp->id);
             return MH_EINVAL;
         }
-        cp->u.transfer.data = cp;
-        rv = raft_transfer(&c->raft, &cp->u.transfer, cp->id, transfer_cb);
+        struct xfer *x = calloc(1, sizeof *x);
+        if (x == NULL) {
+            snprintf(why, why_len, "out of memory");
+            return MH_ENOMEM;
+        }
+        x->t.data = x;
+        x->cp = cp;
+        rv = raft_transfer(&c->raft, &x->t, cp->id, transfer_cb);
+        if (rv != 0) {
+            free(x);
+            if (rv == RAFT_NOTLEADER && raft_state(&c->raft) == RAFT_LEADER) {
+                snprintf(why, why_len, "a leadership transfer is already in progress");
+                return MH_EBUSY;
+            }
+            break;
+        }
+        x->next = c->xfers;
+        c->xfers = x;
         break;
     default:
         snprintf(why, why_len, "unknown membership operation");
@@ -1081,7 +1186,7 @@ static void handle_change(struct mh_cluster *c, struct mh_peer_req *req,
     ci->ch.data = ci;
     int rv = mh_cluster_change(c, chg, &ci->ch, change_in_done);
     if (rv < 0) {
-        respond_rc(c, req, rv, "invalid membership change");
+        respond_rc(c, req, rv, NULL);
         free(ci);
     }
 }
@@ -1284,6 +1389,12 @@ void mh_cluster_status(struct mh_cluster *c, struct mh_cluster_status *out)
 {
     memset(out, 0, sizeof *out);
     out->id = c->id;
+    if (c->stopping) { /* raft's configuration and log are released at close */
+        out->state = RAFT_UNAVAILABLE;
+        out->leader_contact_ms = -1;
+        snprintf(out->reason, sizeof out->reason, "the node is shutting down");
+        return;
+    }
     out->state = raft_state(&c->raft);
     const char *laddr;
     leader_of(c, &out->leader_id, &laddr);
@@ -1320,6 +1431,11 @@ static void raft_closed(struct raft *r)
 {
     struct mh_cluster *c = r->data;
     raft_uv_close(&c->io);
+    while (c->xfers != NULL) {
+        struct xfer *x = c->xfers;
+        c->xfers = x->next;
+        free(x);
+    }
     if (c->peer == NULL && !uv_is_closing((uv_handle_t *)&c->tdefer))
         uv_close((uv_handle_t *)&c->tdefer, tdefer_closed); /* raft_uv never closed it */
     uv_close((uv_handle_t *)&c->poll, handle_closed);
@@ -1398,6 +1514,7 @@ int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg, struc
     c->election_timeout_ms = cfg->election_timeout_ms ? cfg->election_timeout_ms : 1000;
     c->forward_timeout_ms = cfg->forward_timeout_ms ? cfg->forward_timeout_ms : FORWARD_TIMEOUT_MS;
     c->lock_fd = -1;
+    c->follow_gen = 1;
     /* raft_uv does not lock its directory; two processes appending to one log would
      * destroy it. The flock lives as long as the cluster. */
     int rv = mh_fs_lock_dir(cfg->dir, "raft", &c->lock_fd);

@@ -115,6 +115,10 @@ MH_MUST_USE int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config
 /* Ready to serve reads and crypto (see "Serving" above). */
 bool mh_cluster_ready(const struct mh_cluster *c);
 
+/* True once the FSM failed to apply an entry: the node must stop (exit non-zero);
+ * its state can no longer follow the log. */
+bool mh_cluster_failed(const struct mh_cluster *c);
+
 /* Why not ready, as a sentence for a client ("no raft leader known", "no contact
  * with the leader (node 2) for 1532 ms", "catching up: applied 10 of 42", ...);
  * "" when ready. Valid until the next call on the loop. */

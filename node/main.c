@@ -125,9 +125,18 @@ static int boot_domain(struct mh_node *n)
 static void on_ready_poll(uv_timer_t *t)
 {
     struct mh_node *n = t->data;
-    if (n->stopping || !mh_cluster_ready(n->cluster))
+    if (n->stopping)
         return;
-    uv_timer_stop(t);
+    if (mh_cluster_failed(n->cluster)) {
+        MH_ERROR("node", "the replicated state can no longer be applied here: stopping");
+        exit_code = 1;
+        begin_shutdown(n);
+        return;
+    }
+    if (n->ready || !mh_cluster_ready(n->cluster))
+        return;
+    /* keeps running (every 10 ms until ready, then every 250 ms) to watch for failure */
+    uv_timer_set_repeat(t, 250);
     int rv = boot_domain(n);
     if (rv < 0) {
         MH_ERROR("node", "reading the domain failed: %s", mh_strerror(rv));
