@@ -10,7 +10,7 @@ PKGS=(
   libnghttp2-dev
   libjansson-dev libinih-dev
   libcmocka-dev
-  python3 python3-grpcio python3-protobuf protobuf-compiler nghttp2-client
+  python3 python3-grpcio python3-protobuf protobuf-compiler nghttp2-client lz4
 )
 missing=()
 for p in "${PKGS[@]}"; do
