@@ -259,6 +259,8 @@ try:
 
     with h.section("three nodes, activated"):
         cl.start_all(wait=True)
+        # Activation is a write: it needs a leader (UNAVAILABLE, outcome unknown, before).
+        h.say("leader before activation: node %d" % (cl.leader(timeout=30) + 1))
         h.expect_ok(cl.activate(via=0), "security-domain download through node 1")
         for i in range(3):
             s = status(i)
@@ -368,6 +370,8 @@ try:
             c.close()
 
     with h.section("the pre-existing key signs on every node"):
+        if not pre:
+            raise RuntimeError("pre-ec was not created")
         pub = os.path.join(h.tmp, "pre-ec.pub.pem")
         with open(pub, "w") as f:
             f.write(mhtest.public_pem_from_jwk(pre["key"]))

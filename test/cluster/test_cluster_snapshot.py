@@ -136,6 +136,8 @@ try:
     with h.section("three nodes (snapshot_threshold %d, trailing %d), activated"
                    % (THRESHOLD, TRAILING)):
         cl.start_all(wait=True)
+        # Activation is a write: it needs a leader (UNAVAILABLE, outcome unknown, before).
+        h.say("leader before activation: node %d" % (cl.leader(timeout=30) + 1))
         h.expect_ok(cl.activate(via=0), "security-domain download through node 1")
         st = cl.status(0)
         h.check(voters(st) == [1, 2, 3], "status: three voters", st)
