@@ -22,6 +22,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/secret.h"
 
 #define COMP              "peer"
@@ -1449,66 +1450,12 @@ uint64_t mh_peer_last_recv(const struct mh_peer *p, uint64_t id)
 
 /* ---- lifetime ----------------------------------------------------------- */
 
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)u;
-    return 0;
-}
-
-static int config_error(const char *what, const char *file)
-{
-    unsigned long e = ERR_peek_last_error();
-    const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
-    MH_ERROR(COMP, "msg=\"%s\" file=%s reason=\"%s\"", what, file != NULL ? file : "(none)",
-             r != NULL ? r : "unknown");
-    ERR_clear_error();
-    return MH_ECONFIG;
-}
-
 static int build_ctx(const struct mh_peer_config *cfg, SSL_CTX **out)
 {
     int rv;
-    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
-    if (ctx == NULL)
-        return MH_ENOMEM;
-    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
-        SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
-        rv = MH_ECRYPTO;
-        goto err_after_ctx;
-    }
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                 SSL_OP_CLEANSE_PLAINTEXT | SSL_OP_NO_TICKET);
-    (void)SSL_CTX_set_num_tickets(ctx, 0);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_default_passwd_cb(ctx, no_password);
-    if (cfg->cert_file == NULL || SSL_CTX_use_certificate_chain_file(ctx, cfg->cert_file) != 1) {
-        rv = config_error("cannot load peer certificate", cfg->cert_file);
-        goto err_after_ctx;
-    }
-    if (cfg->key_file == NULL ||
-        SSL_CTX_use_PrivateKey_file(ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1) {
-        rv = config_error("cannot load peer key", cfg->key_file);
-        goto err_after_ctx;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        rv = config_error("peer key does not match its certificate", cfg->key_file);
-        goto err_after_ctx;
-    }
-    if (cfg->ca_file == NULL || SSL_CTX_load_verify_locations(ctx, cfg->ca_file, NULL) != 1) {
-        rv = config_error("cannot load peer CA", cfg->ca_file);
-        goto err_after_ctx;
-    }
-    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->ca_file);
-    if (names == NULL) {
-        rv = config_error("no certificate in peer CA file", cfg->ca_file);
-        goto err_after_ctx;
-    }
-    SSL_CTX_set_client_CA_list(ctx, names);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-    SSL_CTX_set_verify_depth(ctx, 8);
+    SSL_CTX *ctx = NULL;
+    MH_TRY(mh_tls_ctx_new(TLS_method(), cfg->cert_file, cfg->key_file, cfg->ca_file, "peer", COMP,
+                          &ctx));
     uint64_t id = 0;
     X509 *own = SSL_CTX_get0_certificate(ctx);
     if (own == NULL || mh_peer_cert_id(own, &id) < 0) {

@@ -14,6 +14,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/tls.h"
 #include "common/secret.h"
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -1432,74 +1433,15 @@ static void health_check(struct mh_rpc_call *call, const ProtobufCMessage *reque
 /* Check, Watch (streaming: UNIMPLEMENTED). */
 static const mh_rpc_handler_fn health_handlers[] = {health_check, NULL};
 
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-    /* An encrypted key must not make OpenSSL prompt on the terminal. */
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)u;
-    return 0;
-}
-
-static int config_error(const char *what, const char *file)
-{
-    unsigned long e = ERR_peek_last_error();
-    const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
-    MH_ERROR(COMP, "%s file=%s reason=\"%s\"", what, file != NULL ? file : "(none)",
-             r != NULL ? r : "unknown");
-    ERR_clear_error();
-    return MH_ECONFIG;
-}
-
 static int build_ctx(const struct mh_rpc_config *cfg, SSL_CTX **out)
 {
-    int rv;
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    if (ctx == NULL)
-        return MH_ENOMEM;
-    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
-        SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
-        rv = MH_ECRYPTO;
-        goto err_after_ctx;
-    }
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                 SSL_OP_CLEANSE_PLAINTEXT | SSL_OP_NO_TICKET);
+    SSL_CTX *ctx = NULL;
+    MH_TRY(mh_tls_ctx_new(TLS_server_method(), cfg->cert_file, cfg->key_file, cfg->ca_file,
+                          "server", COMP, &ctx));
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    (void)SSL_CTX_set_num_tickets(ctx, 0);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_default_passwd_cb(ctx, no_password);
-    if (cfg->cert_file == NULL || SSL_CTX_use_certificate_chain_file(ctx, cfg->cert_file) != 1) {
-        rv = config_error("cannot load server certificate", cfg->cert_file);
-        goto err_after_ctx;
-    }
-    if (cfg->key_file == NULL ||
-        SSL_CTX_use_PrivateKey_file(ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1) {
-        rv = config_error("cannot load server key", cfg->key_file);
-        goto err_after_ctx;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        rv = config_error("server key does not match certificate", cfg->key_file);
-        goto err_after_ctx;
-    }
-    if (cfg->ca_file == NULL || SSL_CTX_load_verify_locations(ctx, cfg->ca_file, NULL) != 1) {
-        rv = config_error("cannot load client CA", cfg->ca_file);
-        goto err_after_ctx;
-    }
-    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->ca_file);
-    if (names == NULL) {
-        rv = config_error("no certificate in client CA file", cfg->ca_file);
-        goto err_after_ctx;
-    }
-    SSL_CTX_set_client_CA_list(ctx, names);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-    SSL_CTX_set_verify_depth(ctx, 8);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
     *out = ctx;
     return 0;
-err_after_ctx:
-    SSL_CTX_free(ctx);
-    return rv;
 }
 
 static int add_routes(struct mh_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
