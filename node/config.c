@@ -70,10 +70,13 @@ static bool parse_hostport(const char *v, char *host, size_t host_cap, uint16_t 
     return true;
 }
 
-/* "1@127.0.0.1:9443, 2@127.0.0.1:9444": ids unique, 1..1000000, addresses HOST:PORT. */
-static const char *parse_members(const char *v, struct mh_config *cfg)
+/* Calls |fn| on each comma-separated item of |v| (blanks around items trimmed, item
+ * NUL-terminated, at most 255 bytes); the first message |fn| returns stops the walk.
+ * An empty item is |empty_msg|. */
+static const char *each_item(const char *v, const char *empty_msg,
+                             const char *(*fn)(struct mh_config *cfg, const char *item),
+                             struct mh_config *cfg)
 {
-    cfg->n_members = 0;
     const char *p = v;
     for (;;) {
         while (*p == ' ' || *p == '\t')
@@ -83,68 +86,60 @@ static const char *parse_members(const char *v, struct mh_config *cfg)
         while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
             len--;
         if (len == 0)
-            return "empty member (expected ID@HOST:PORT, ...)";
-        if (cfg->n_members == MH_CLUSTER_MAX_MEMBERS)
-            return "too many members (at most 16)";
-        char item[160];
+            return empty_msg;
+        char item[256];
         if (len >= sizeof item)
-            return "member too long";
+            return "list item too long";
         memcpy(item, p, len);
         item[len] = '\0';
-        char *at = strchr(item, '@');
-        if (at == NULL)
-            return "each member must be ID@HOST:PORT";
-        *at = '\0';
-        uint64_t id;
-        if (!parse_u64(item, 1, 1000000, &id))
-            return "member id must be an integer in 1..1000000";
-        char host[128];
-        uint16_t port;
-        if (!parse_hostport(at + 1, host, sizeof host, &port) || port == 0 ||
-            strlen(at + 1) >= sizeof cfg->members[0].address)
-            return "member address must be HOST:PORT";
-        for (size_t i = 0; i < cfg->n_members; i++) {
-            if (cfg->members[i].id == id)
-                return "duplicate member id";
-            if (strcmp(cfg->members[i].address, at + 1) == 0)
-                return "duplicate member address";
-        }
-        cfg->members[cfg->n_members].id = id;
-        strcpy(cfg->members[cfg->n_members].address, at + 1);
-        cfg->n_members++;
-        if (end == NULL)
-            return NULL;
+        const char *why = fn(cfg, item);
+        if (why != NULL || end == NULL)
+            return why;
         p = end + 1;
     }
 }
 
-static const char *parse_operators(const char *v, struct mh_config *cfg)
+/* "1@127.0.0.1:9443": ids unique, 1..1000000, addresses HOST:PORT and unique. */
+static const char *add_member(struct mh_config *cfg, const char *item)
 {
-    cfg->n_operators = 0;
-    const char *p = v;
-    for (;;) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        const char *end = strchr(p, ',');
-        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
-        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-            len--;
-        if (len == 0)
-            return "empty principal in the list";
-        if (len >= sizeof cfg->operators[0])
-            return "principal too long";
-        if (cfg->n_operators == MH_CONFIG_MAX_OPERATORS)
-            return "too many operators (at most 16)";
-        memcpy(cfg->operators[cfg->n_operators], p, len);
-        cfg->operators[cfg->n_operators][len] = '\0';
-        if (strncmp(cfg->operators[cfg->n_operators], MH_PEER_URI_PREFIX,
-                    strlen(MH_PEER_URI_PREFIX)) == 0)
-            return "a node certificate cannot be an operator";
-        cfg->n_operators++;
-        if (end == NULL)
-            return NULL;
-        p = end + 1;
+    if (cfg->n_members == MH_CLUSTER_MAX_MEMBERS)
+        return "too many members (at most 16)";
+    const char *at = strchr(item, '@');
+    if (at == NULL || (size_t)(at - item) >= 16)
+        return "each member must be ID@HOST:PORT";
+    char idtext[16];
+    memcpy(idtext, item, (size_t)(at - item));
+    idtext[at - item] = '\0';
+    uint64_t id;
+    if (!parse_u64(idtext, 1, 1000000, &id))
+        return "member id must be an integer in 1..1000000";
+    const char *addr = at + 1;
+    char host[128];
+    uint16_t port;
+    if (!parse_hostport(addr, host, sizeof host, &port) || port == 0 ||
+        strlen(addr) >= sizeof cfg->members[0].address)
+        return "member address must be HOST:PORT";
+    for (size_t i = 0; i < cfg->n_members; i++) {
+        if (cfg->members[i].id == id)
+            return "duplicate member id";
+        if (strcmp(cfg->members[i].address, addr) == 0)
+            return "duplicate member address";
     }
+    cfg->members[cfg->n_members].id = id;
+    strcpy(cfg->members[cfg->n_members].address, addr);
+    cfg->n_members++;
+    return NULL;
+}
+
+static const char *add_operator(struct mh_config *cfg, const char *item)
+{
+    if (cfg->n_operators == MH_CONFIG_MAX_OPERATORS)
+        return "too many operators (at most 16)";
+    if (strncmp(item, MH_PEER_URI_PREFIX, strlen(MH_PEER_URI_PREFIX)) == 0)
+        return "a node certificate cannot be an operator";
+    _Static_assert(sizeof cfg->operators[0] >= 256, "an operator slot holds any list item");
+    strcpy(cfg->operators[cfg->n_operators++], item);
+    return NULL;
 }
 
 static bool parse_bool(const char *v, bool *out)
@@ -238,7 +233,9 @@ static int on_entry(void *user, const char *section, const char *name, const cha
     if (MATCH("raft", "ca"))
         STR(cfg->raft_ca);
     if (MATCH("raft", "members")) {
-        const char *why = parse_members(value, cfg);
+        cfg->n_members = 0;
+        const char *why =
+            each_item(value, "empty member (expected ID@HOST:PORT, ...)", add_member, cfg);
         if (why != NULL)
             return fail(c, section, name, why);
         return 1;
@@ -249,7 +246,8 @@ static int on_entry(void *user, const char *section, const char *name, const cha
         return 1;
     }
     if (MATCH("cluster", "operators")) {
-        const char *why = parse_operators(value, cfg);
+        cfg->n_operators = 0;
+        const char *why = each_item(value, "empty principal in the list", add_operator, cfg);
         if (why != NULL)
             return fail(c, section, name, why);
         return 1;
