@@ -9,6 +9,8 @@
 #ifndef MH_COMMON_ERR_H
 #define MH_COMMON_ERR_H
 
+#include <stddef.h>
+
 #define MH_MUST_USE __attribute__((warn_unused_result))
 
 /* X(name, value, message) */
@@ -89,6 +91,10 @@ const char *mh_errname(int err);
         if (mh_try_rv_ < 0)                                                                        \
             return mh_try_rv_;                                                                     \
     } while (0)
+
+/* The struct that embeds |ptr| as |member| (callers hand out pointers to embedded
+ * requests and get them back in callbacks). */
+#define mh_container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 #define MH_ENSURE(cond, err)                                                                       \
     do {                                                                                           \

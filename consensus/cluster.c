@@ -43,9 +43,7 @@ struct xfer {
 };
 
 struct change_priv {
-    union {
-        struct raft_change change;
-    } u;
+    struct raft_change change;
     struct mh_peer_call call;
     struct mh_cluster *c;
     uint64_t id;
@@ -236,8 +234,7 @@ static void complete_waiters(struct mh_cluster *c, int fail_rc)
             continue;
         }
         *pp = w->next;
-        struct mh_proposal *p =
-            (struct mh_proposal *)(void *)((uint8_t *)w - offsetof(struct mh_proposal, private_));
+        struct mh_proposal *p = mh_container_of(w, struct mh_proposal, private_);
         if (rc == 0)
             p->cb(p, 0, &w->res);
         else
@@ -481,6 +478,21 @@ static void barrier_cb(struct raft_barrier *req, int status)
             (unsigned long long)raft_last_applied(&c->raft));
 }
 
+/* Packs |pr| and sends it to node |id| at |address| (mh_peer_call's contract). */
+static int send_request(struct mh_cluster *c, uint64_t id, const char *address,
+                        const Mhsm__Internal__PeerRequest *pr, uint64_t timeout_ms,
+                        struct mh_peer_call *call, mh_peer_call_cb cb)
+{
+    size_t n = mhsm__internal__peer_request__get_packed_size(pr);
+    uint8_t *msg = malloc(n > 0 ? n : 1);
+    if (msg == NULL)
+        return MH_ENOMEM;
+    mhsm__internal__peer_request__pack(pr, msg);
+    int rv = mh_peer_call(c->peer, id, address, msg, n, timeout_ms, call, cb);
+    free(msg);
+    return rv;
+}
+
 struct read_index {
     struct mh_peer_call call;
     struct mh_cluster *c;
@@ -528,10 +540,7 @@ static void ask_read_index(struct mh_cluster *c, uint64_t lid, const char *laddr
     Mhsm__Internal__PeerRequest pr = MHSM__INTERNAL__PEER_REQUEST__INIT;
     pr.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_READ_INDEX;
     pr.read_index = &rq;
-    uint8_t msg[16];
-    size_t n = mhsm__internal__peer_request__pack(&pr, msg);
-    if (mh_peer_call(c->peer, lid, laddr, msg, n, c->election_timeout_ms, &ri->call,
-                     read_index_done) != 0) {
+    if (send_request(c, lid, laddr, &pr, c->election_timeout_ms, &ri->call, read_index_done) != 0) {
         free(ri);
         c->ri_gen = 0;
     }
@@ -741,8 +750,7 @@ static void forward_done(struct mh_peer_call *call, int rc, const uint8_t *msg, 
 {
     struct prop_priv *pv = call->data;
     struct mh_cluster *c = pv->c;
-    struct mh_proposal *p =
-        (struct mh_proposal *)(void *)((uint8_t *)pv - offsetof(struct mh_proposal, private_));
+    struct mh_proposal *p = mh_container_of(pv, struct mh_proposal, private_);
     if (rc < 0) {
         MH_WARN("raft", "msg=\"forwarding to the leader failed\" err=%s", mh_errname(rc));
         p->cb(p, MH_EUNAVAILABLE, NULL);
@@ -810,17 +818,8 @@ int mh_cluster_propose(struct mh_cluster *c, const Mhsm__Internal__Command *cmd,
         req.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_PROPOSE;
         req.propose.data = packed;
         req.propose.len = n;
-        size_t m = mhsm__internal__peer_request__get_packed_size(&req);
-        uint8_t *msg = malloc(m);
-        if (msg == NULL) {
-            free(packed);
-            return MH_ENOMEM;
-        }
-        mhsm__internal__peer_request__pack(&req, msg);
         pv->call.data = pv;
-        rv = mh_peer_call(c->peer, lid, laddr, msg, m, c->forward_timeout_ms, &pv->call,
-                          forward_done);
-        free(msg);
+        rv = send_request(c, lid, laddr, &req, c->forward_timeout_ms, &pv->call, forward_done);
     }
     free(packed);
     return rv;
@@ -886,8 +885,7 @@ static struct change_priv *change_priv(struct mh_cluster_change *r)
 
 static struct mh_cluster_change *change_of(struct change_priv *cp)
 {
-    return (struct mh_cluster_change *)(void *)((uint8_t *)cp -
-                                                offsetof(struct mh_cluster_change, private_));
+    return mh_container_of(cp, struct mh_cluster_change, private_);
 }
 
 static void change_finish(struct change_priv *cp, int rc, const char *msg)
@@ -934,9 +932,9 @@ static void add_cb(struct raft_change *req, int status)
         change_finish(cp, MH_EUNAVAILABLE, msg);
         return;
     }
-    memset(&cp->u, 0, sizeof cp->u);
-    cp->u.change.data = cp;
-    int rv = raft_assign(&c->raft, &cp->u.change, cp->id, RAFT_VOTER, assign_cb);
+    memset(&cp->change, 0, sizeof cp->change);
+    cp->change.data = cp;
+    int rv = raft_assign(&c->raft, &cp->change, cp->id, RAFT_VOTER, assign_cb);
     if (rv != 0) {
         snprintf(msg, sizeof msg, "node %llu was added as a spare but promotion was refused: %s",
                  (unsigned long long)cp->id, raft_strerror(rv));
@@ -988,7 +986,7 @@ static int leader_change(struct mh_cluster *c, struct change_priv *cp, const cha
 {
     int rv;
     const struct raft_server *s = find_server(c, cp->id);
-    memset(&cp->u, 0, sizeof cp->u);
+    memset(&cp->change, 0, sizeof cp->change);
     switch (cp->op) {
     case MHSM__INTERNAL__MEMBER_CHANGE__OP__ADD:
         if (s != NULL) {
@@ -996,8 +994,8 @@ static int leader_change(struct mh_cluster *c, struct change_priv *cp, const cha
                      s->address);
             return MH_EEXIST;
         }
-        cp->u.change.data = cp;
-        rv = raft_add(&c->raft, &cp->u.change, cp->id, address, add_cb);
+        cp->change.data = cp;
+        rv = raft_add(&c->raft, &cp->change, cp->id, address, add_cb);
         break;
     case MHSM__INTERNAL__MEMBER_CHANGE__OP__REMOVE:
         if (s == NULL) {
@@ -1010,8 +1008,8 @@ static int leader_change(struct mh_cluster *c, struct change_priv *cp, const cha
                      (unsigned long long)cp->id);
             return MH_EBUSY;
         }
-        cp->u.change.data = cp;
-        rv = raft_remove(&c->raft, &cp->u.change, cp->id, remove_cb);
+        cp->change.data = cp;
+        rv = raft_remove(&c->raft, &cp->change, cp->id, remove_cb);
         break;
     case MHSM__INTERNAL__MEMBER_CHANGE__OP__TRANSFER:
         if (cp->id != 0 && (s == NULL || s->role != RAFT_VOTER)) {
@@ -1143,16 +1141,8 @@ int mh_cluster_change(struct mh_cluster *c, const Mhsm__Internal__MemberChange *
     Mhsm__Internal__PeerRequest pr = MHSM__INTERNAL__PEER_REQUEST__INIT;
     pr.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_CHANGE;
     pr.change = (Mhsm__Internal__MemberChange *)chg;
-    size_t n = mhsm__internal__peer_request__get_packed_size(&pr);
-    uint8_t *msg = malloc(n);
-    if (msg == NULL)
-        return MH_ENOMEM;
-    mhsm__internal__peer_request__pack(&pr, msg);
     cp->call.data = cp;
-    int rv = mh_peer_call(c->peer, lid, laddr, msg, n, CHANGE_TIMEOUT_MS, &cp->call,
-                          change_forward_done);
-    free(msg);
-    return rv;
+    return send_request(c, lid, laddr, &pr, CHANGE_TIMEOUT_MS, &cp->call, change_forward_done);
 }
 
 /* Leader: a follower forwarded an operator's change. */
@@ -1229,9 +1219,7 @@ static void fetch_next(struct fetch_priv *fp);
 
 static void fetch_finish(struct fetch_priv *fp, int rc, uint64_t from, const char *jwe)
 {
-    struct mh_cluster_fetch *f =
-        (struct mh_cluster_fetch *)(void *)((uint8_t *)fp -
-                                            offsetof(struct mh_cluster_fetch, private_));
+    struct mh_cluster_fetch *f = mh_container_of(fp, struct mh_cluster_fetch, private_);
     f->cb(f, rc, from, jwe);
 }
 
@@ -1291,11 +1279,9 @@ static void fetch_next(struct fetch_priv *fp)
         Mhsm__Internal__PeerRequest pr = MHSM__INTERNAL__PEER_REQUEST__INIT;
         pr.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_DOMAIN_FETCH;
         pr.domain_fetch = &df;
-        uint8_t msg[128];
-        size_t n = mhsm__internal__peer_request__pack(&pr, msg);
         fp->call.data = fp;
-        int rv = mh_peer_call(c->peer, next->id, next->address, msg, n, FETCH_TIMEOUT_MS, &fp->call,
-                              fetch_done);
+        int rv =
+            send_request(c, next->id, next->address, &pr, FETCH_TIMEOUT_MS, &fp->call, fetch_done);
         if (rv == 0)
             return;
         fp->last_rc = rv;

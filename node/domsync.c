@@ -80,19 +80,14 @@ static void fetched(struct mh_cluster_fetch *f, int rc, uint64_t from, const cha
         }
         return;
     }
-    Mhsm__Internal__DomainRecord *dom = NULL;
     struct unwrap *u = calloc(1, sizeof *u);
-    int grv = mh_store_get_domain(n->store, &dom);
-    if (u == NULL || grv < 0 || dom->domain_id.len != MH_DOMAIN_ID_LEN ||
-        (u->jwe = strdup(jwe)) == NULL) {
+    if (u == NULL || (u->jwe = strdup(jwe)) == NULL) {
         n->fetching = false;
         free(u);
-        mh_store_free(dom);
         return;
     }
-    memcpy(u->want_id, dom->domain_id.data, MH_DOMAIN_ID_LEN);
-    u->retention_days = dom->retention_days;
-    mh_store_free(dom);
+    memcpy(u->want_id, n->fetch_id, MH_DOMAIN_ID_LEN);
+    u->retention_days = n->fetch_retention;
     u->n = n;
     u->from = from;
     u->work.work = unwrap_work;
@@ -109,11 +104,16 @@ static void tick(uv_timer_t *t)
     Mhsm__Internal__DomainRecord *dom = NULL;
     if (mh_store_get_domain(n->store, &dom) < 0)
         return; /* not activated (or unreadable: the gate reports it) */
+    if (dom->domain_id.len != MH_DOMAIN_ID_LEN) {
+        mh_store_free(dom);
+        return;
+    }
+    memcpy(n->fetch_id, dom->domain_id.data, MH_DOMAIN_ID_LEN);
+    n->fetch_retention = dom->retention_days;
     n->fetch.data = n;
     n->fetching = true; /* before the call: its callback may already have run on return */
-    int rv = mh_cluster_fetch_domain(n->cluster, dom->domain_id.data, dom->domain_id.len, &n->fetch,
-                                     fetched);
     mh_store_free(dom);
+    int rv = mh_cluster_fetch_domain(n->cluster, n->fetch_id, MH_DOMAIN_ID_LEN, &n->fetch, fetched);
     if (rv < 0)
         n->fetching = false;
 }

@@ -42,7 +42,9 @@ struct mh_node {
     uv_timer_t domsync_timer;
     struct mh_cluster_fetch fetch;
     bool fetching;
-    uint64_t domsync_last_log; /* uv_now of the last "waiting" log line */
+    uint8_t fetch_id[MH_DOMAIN_ID_LEN]; /* the replicated domain id asked for */
+    unsigned fetch_retention;           /* and its retention, from the same record */
+    uint64_t domsync_last_log;          /* uv_now of the last "waiting" log line */
 };
 
 /* Service registration (each in its own file). */

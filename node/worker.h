@@ -12,8 +12,6 @@
 
 #include "common/err.h"
 
-#define mh_container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-
 struct mh_work {
     void (*work)(struct mh_work *w); /* pool thread; must not touch loop-owned state */
     void (*done)(struct mh_work *w); /* loop thread */
