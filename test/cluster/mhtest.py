@@ -21,6 +21,8 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -257,6 +259,11 @@ def sd_recover(sd, custodians):
 
 
 # ---------------------------------------------------------------- processes
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
 
 def free_ports(n):
     """n distinct free TCP ports on 127.0.0.1 (held until all are picked)."""
@@ -815,6 +822,30 @@ class Harness:
         return Cluster(self, n=n, election_timeout_ms=election_timeout_ms,
                        heartbeat_ms=heartbeat_ms, snapshot_threshold=snapshot_threshold,
                        snapshot_trailing=snapshot_trailing, limits=limits)
+
+    def proto_modules(self, names=("types", "keys"), health=False):
+        """protoc --python_out for proto/mhsm/v1 (and grpc.health.v1 when |health|) into
+        the test's temp dir, once; returns {name: module} for mhsm.v1.<name>_pb2 (and
+        "health")."""
+        out = os.path.join(self.tmp, "py")
+        proto = os.path.join(SOURCE_DIR, "proto")
+        if not os.path.isdir(out):
+            os.makedirs(out)
+            v1 = os.path.join(proto, "mhsm", "v1")
+            files = [os.path.join(v1, f) for f in sorted(os.listdir(v1)) if f.endswith(".proto")]
+            files.append(os.path.join(proto, "grpc", "health", "v1", "health.proto"))
+            subprocess.run(["protoc", "-I", proto, "--python_out=" + out] + files, check=True)
+            sys.path.insert(0, out)
+        mods = {n: importlib.import_module("mhsm.v1.%s_pb2" % n) for n in names}
+        if health:
+            # grpc/health/v1 would shadow the grpc package itself: load it under another name.
+            spec = importlib.util.spec_from_file_location(
+                "mhsm_test_health_pb2", os.path.join(out, "grpc", "health", "v1",
+                                                     "health_pb2.py"))
+            hm = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(hm)
+            mods["health"] = hm
+        return mods
 
     def finish(self):
         for n in self.nodes:

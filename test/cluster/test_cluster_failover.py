@@ -16,10 +16,8 @@ Run (needs /usr/bin/python3 with python3-grpcio):
 
 import collections
 import contextlib
-import importlib
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -49,28 +47,11 @@ h = mhtest.Harness("test_cluster_failover")
 cl = h.cluster(n=3, election_timeout_ms=1000, heartbeat_ms=100)
 
 
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def gen_modules():
-    """protoc --python_out for the public API (types, keys, crypto)."""
-    out = os.path.join(h.tmp, "py")
-    os.makedirs(out, exist_ok=True)
-    proto = os.path.join(mhtest.SOURCE_DIR, "proto")
-    files = [os.path.join(proto, "mhsm", "v1", f) for f in sorted(os.listdir(
-        os.path.join(proto, "mhsm", "v1"))) if f.endswith(".proto")]
-    subprocess.run(["protoc", "-I", proto, "--python_out=" + out] + files, check=True)
-    sys.path.insert(0, out)
-    return {n: importlib.import_module("mhsm.v1.%s_pb2" % n) for n in ("types", "keys")}
-
-
 def channel(node):
     creds = grpc.ssl_channel_credentials(
-        root_certificates=read(os.path.join(h.certs, "ca.pem")),
-        private_key=read(os.path.join(h.certs, "admin.key")),
-        certificate_chain=read(os.path.join(h.certs, "admin.pem")))
+        root_certificates=mhtest.read_bytes(os.path.join(h.certs, "ca.pem")),
+        private_key=mhtest.read_bytes(os.path.join(h.certs, "admin.key")),
+        certificate_chain=mhtest.read_bytes(os.path.join(h.certs, "admin.pem")))
     # Short reconnect backoff: a restarted node is reachable again within a second.
     return grpc.secure_channel(node.endpoint, creds, options=[
         ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
@@ -254,7 +235,7 @@ def list_names(api):
 
 try:
     with h.section("protoc --python_out"):
-        m = gen_modules()
+        m = h.proto_modules()
         h.ok("python modules generated from proto/ and imported")
 
     with h.section("three nodes, activated"):

@@ -13,10 +13,8 @@ Run (needs /usr/bin/python3 with python3-grpcio):
   MH_BUILD_DIR=build /usr/bin/python3 test/cluster/test_cluster_snapshot.py
 """
 
-import importlib
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -43,31 +41,14 @@ names, out_names, ct0 = [], [], None
 secret_msg, dg_before = os.urandom(40), os.urandom(32)
 
 
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def gen_modules():
-    """protoc --python_out for the public API (types, keys)."""
-    out = os.path.join(h.tmp, "py")
-    os.makedirs(out, exist_ok=True)
-    proto = os.path.join(mhtest.SOURCE_DIR, "proto")
-    files = [os.path.join(proto, "mhsm", "v1", f) for f in sorted(os.listdir(
-        os.path.join(proto, "mhsm", "v1"))) if f.endswith(".proto")]
-    subprocess.run(["protoc", "-I", proto, "--python_out=" + out] + files, check=True)
-    sys.path.insert(0, out)
-    return {n: importlib.import_module("mhsm.v1.%s_pb2" % n) for n in ("types", "keys")}
-
-
 class Api:
     """CreateKey and UpdateKey on one node over grpcio, admin certificate."""
 
     def __init__(self, node, m):
         creds = grpc.ssl_channel_credentials(
-            root_certificates=read(os.path.join(h.certs, "ca.pem")),
-            private_key=read(os.path.join(h.certs, "admin.key")),
-            certificate_chain=read(os.path.join(h.certs, "admin.pem")))
+            root_certificates=mhtest.read_bytes(os.path.join(h.certs, "ca.pem")),
+            private_key=mhtest.read_bytes(os.path.join(h.certs, "admin.key")),
+            certificate_chain=mhtest.read_bytes(os.path.join(h.certs, "admin.pem")))
         self.ch = grpc.secure_channel(node.endpoint, creds)
         ser = lambda x: x.SerializeToString()  # noqa: E731
         T = m["types"]
@@ -130,7 +111,7 @@ def raft_files(node):
 
 try:
     with h.section("protoc --python_out"):
-        m = gen_modules()
+        m = h.proto_modules()
         h.ok("python modules generated from proto/ and imported")
 
     with h.section("three nodes (snapshot_threshold %d, trailing %d), activated"
@@ -202,7 +183,7 @@ try:
         n3.members = None
         n3.join = True
         n3.write_config()
-        cfg = read(n3.config_path).decode()
+        cfg = mhtest.read_bytes(n3.config_path).decode()
         h.check("join = true" in cfg and not re.search(r"^members\s*=", cfg, re.MULTILINE),
                 "node 3's config: join = true, no members line", cfg)
         n3.start(wait=False)

@@ -9,10 +9,8 @@ Run (needs /usr/bin/python3 with python3-grpcio):
   MH_BUILD_DIR=build /usr/bin/python3 test/cluster/test_grpcio_interop.py
 """
 
-import importlib.util
 import json
 import os
-import subprocess
 import sys
 
 sys.dont_write_bytecode = True
@@ -25,33 +23,6 @@ import grpc  # noqa: E402
 h = mhtest.Harness("test_grpcio_interop")
 node = h.node("node1")
 certs = h.certs
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def gen_modules():
-    """protoc --python_out for the public API and the health service."""
-    out = os.path.join(h.tmp, "py")
-    os.makedirs(out, exist_ok=True)
-    proto = os.path.join(mhtest.SOURCE_DIR, "proto")
-    files = [os.path.join(proto, "mhsm", "v1", f) for f in sorted(os.listdir(
-        os.path.join(proto, "mhsm", "v1"))) if f.endswith(".proto")]
-    health = os.path.join(proto, "grpc", "health", "v1", "health.proto")
-    subprocess.run(["protoc", "-I", proto, "--python_out=" + out] + files + [health], check=True)
-    sys.path.insert(0, out)
-    import importlib
-    mods = {n: importlib.import_module("mhsm.v1.%s_pb2" % n)
-            for n in ("types", "keys", "crypto", "security_domain")}
-    # grpc/health/v1 would shadow the grpc package itself: load it under another name.
-    spec = importlib.util.spec_from_file_location(
-        "mhsm_test_health_pb2", os.path.join(out, "grpc", "health", "v1", "health_pb2.py"))
-    hm = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hm)
-    mods["health"] = hm
-    return mods
 
 
 class Api:
@@ -89,10 +60,10 @@ class Api:
 
 
 def channel(client_cert="admin"):
-    kw = {"root_certificates": read(os.path.join(certs, "ca.pem"))}
+    kw = {"root_certificates": mhtest.read_bytes(os.path.join(certs, "ca.pem"))}
     if client_cert:
-        kw["private_key"] = read(os.path.join(certs, client_cert + ".key"))
-        kw["certificate_chain"] = read(os.path.join(certs, client_cert + ".pem"))
+        kw["private_key"] = mhtest.read_bytes(os.path.join(certs, client_cert + ".key"))
+        kw["certificate_chain"] = mhtest.read_bytes(os.path.join(certs, client_cert + ".pem"))
     creds = grpc.ssl_channel_credentials(**kw)
     return grpc.secure_channel(node.endpoint, creds,
                                options=[("grpc.max_receive_message_length", 16 << 20)])
@@ -109,7 +80,7 @@ def expect_code(what, code, fn, contains=None):
 
 try:
     with h.section("protoc --python_out"):
-        m = gen_modules()
+        m = h.proto_modules(("types", "keys", "crypto", "security_domain"), health=True)
         h.ok("python modules generated from proto/ and imported")
     K, C, S, T, H = m["keys"], m["crypto"], m["security_domain"], m["types"], m["health"]
     node.start()
@@ -129,7 +100,7 @@ try:
                     contains="security-domain download")
 
     with h.section("SecurityDomain/Download through grpcio"):
-        pems = [read(os.path.join(certs, "sd%d.pem" % i)).decode() for i in (1, 2, 3)]
+        pems = [mhtest.read_bytes(os.path.join(certs, "sd%d.pem" % i)).decode() for i in (1, 2, 3)]
         r = api("/mhsm.v1.SecurityDomain/Download",
                 S.DownloadRequest(certificates_pem=pems, quorum=2, retention_days=30))
         sd = json.loads(r.security_domain)
