@@ -22,6 +22,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/net.h"
 #include "common/tls.h"
 #include "common/secret.h"
 
@@ -215,22 +216,6 @@ static int parse_addr(const char *s, struct sockaddr_storage *ss)
     if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
         return 0;
     return MH_EINVAL;
-}
-
-static void format_peer(const struct sockaddr_storage *ss, char *out, size_t cap)
-{
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        (void)uv_ip4_name(a, ip, sizeof ip);
-        snprintf(out, cap, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        (void)uv_ip6_name(a, ip, sizeof ip);
-        snprintf(out, cap, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
-    } else {
-        snprintf(out, cap, "?");
-    }
 }
 
 static void stamp(struct mh_peer *p, uint64_t id)
@@ -1208,7 +1193,7 @@ static void on_connection(uv_stream_t *listener, int status)
     int sl = (int)sizeof ss;
     memset(&ss, 0, sizeof ss);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
-        format_peer(&ss, c->addr, sizeof c->addr);
+        mh_net_format(&ss, c->addr, sizeof c->addr);
     else
         snprintf(c->addr, sizeof c->addr, "?");
     if (p->closing || conn_tls(c) < 0) {

@@ -14,6 +14,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/net.h"
 #include "common/tls.h"
 #include "common/secret.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -1247,22 +1248,6 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-static void format_peer(const struct sockaddr_storage *ss, char *out, size_t cap)
-{
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-        (void)uv_ip4_name(a, ip, sizeof ip);
-        snprintf(out, cap, "%s:%u", ip, (unsigned)ntohs(a->sin_port));
-    } else if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-        (void)uv_ip6_name(a, ip, sizeof ip);
-        snprintf(out, cap, "[%s]:%u", ip, (unsigned)ntohs(a->sin6_port));
-    } else {
-        snprintf(out, cap, "?");
-    }
-}
-
 static void on_reject_closed(uv_handle_t *h)
 {
     free(h);
@@ -1310,7 +1295,7 @@ static void on_connection(uv_stream_t *listener, int status)
     int sl = (int)sizeof ss;
     memset(&ss, 0, sizeof ss);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
-        format_peer(&ss, c->peer, sizeof c->peer);
+        mh_net_format(&ss, c->peer, sizeof c->peer);
     else
         snprintf(c->peer, sizeof c->peer, "?");
     c->ssl = SSL_new(srv->ctx);
