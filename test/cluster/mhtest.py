@@ -265,6 +265,20 @@ def read_bytes(path):
         return f.read()
 
 
+def key_of(r):
+    """The "key" object of a KeyBundle result (or {})."""
+    if isinstance(r.json, dict) and isinstance(r.json.get("key"), dict):
+        return r.json["key"]
+    return {}
+
+
+def listed_kids(r):
+    """{name: kid} of a `key list` result (JSON array of items with kid), or None."""
+    if r.rc != 0 or not isinstance(r.json, list):
+        return None
+    return {it["kid"].split("/keys/", 1)[1].split("/")[0]: it["kid"] for it in r.json}
+
+
 def free_ports(n):
     """n distinct free TCP ports on 127.0.0.1 (held until all are picked)."""
     socks, ports = [], []

@@ -29,22 +29,9 @@ written = {}  # name -> kid of every key whose create was acknowledged
 attempted = set()  # every name a create was sent for (an unacknowledged one may exist)
 
 
-def key_of(r):
-    if r.rc == 0 and isinstance(r.json, dict) and isinstance(r.json.get("key"), dict):
-        return r.json["key"]
-    return {}
-
-
-def list_kids(r):
-    """{name: kid} of a `key list` result, or None."""
-    if r.rc != 0 or not isinstance(r.json, list):
-        return None
-    return {it["kid"].split("/keys/", 1)[1].split("/")[0]: it["kid"] for it in r.json}
-
-
 def listing_ok(r):
     """Every acknowledged key with its kid, and nothing that was never asked for."""
-    got = list_kids(r)
+    got = mhtest.listed_kids(r)
     if got is None:
         return False
     return (all(got.get(n) == kid.rsplit("/", 1)[0] or got.get(n) == kid
@@ -60,7 +47,7 @@ def create(i, name):
     attempted.add(name)
     r = N[i].cli("key", "create", "--name", name, "--kty", "EC-HSM", "--curve", "P-256")
     if r.rc == 0:
-        written[name] = key_of(r).get("kid")
+        written[name] = mhtest.key_of(r).get("kid")
     return r
 
 
@@ -81,7 +68,7 @@ def all_serve_everything(what):
         h.check(listing_ok(r), "%s: node%d lists every acknowledged key (%d) and no other "
                 "name" % (what, i + 1, len(written)),
                 "want %s within %s, got %s" % (sorted(written), sorted(attempted),
-                                              sorted(list_kids(r) or {})))
+                                              sorted(mhtest.listed_kids(r) or {})))
         dg = os.urandom(32)
         r = N[i].cli(*sign_args("ec1", dg))
         h.check(r.rc == 0 and r.json.get("kid") == written["ec1"], "%s: node%d signs" %
@@ -130,7 +117,7 @@ def minority_round(rnd, stopped, lone):
         h.check(r.rc != 0, "%s: a write on the lone node is not acknowledged (%s)" %
                 (what, r.status), r.describe())
         if r.rc == 0:
-            written[name] = key_of(r).get("kid")
+            written[name] = mhtest.key_of(r).get("kid")
     finally:
         for i in stopped:
             if N[i].paused:
@@ -139,7 +126,7 @@ def minority_round(rnd, stopped, lone):
     r = create(lone, "after-%d" % rnd)
     h.expect_ok(r, "%s: after SIGCONT a write through node%d succeeds" % (what, lone + 1))
     r = N[lone].cli("key", "show", "--name", "after-%d" % rnd)
-    h.check(key_of(r).get("kid") == written.get("after-%d" % rnd),
+    h.check(mhtest.key_of(r).get("kid") == written.get("after-%d" % rnd),
             "%s: node%d reads its own write" % (what, lone + 1), r.describe())
     r = create(stopped[0], "after-%d-b" % rnd)
     h.expect_ok(r, "%s: a write through the resumed node%d succeeds" % (what, stopped[0] + 1))

@@ -28,16 +28,9 @@ N = cl.nodes
 st = {}
 
 
-def key_of(r):
-    if r.rc == 0 and isinstance(r.json, dict) and isinstance(r.json.get("key"), dict):
-        return r.json["key"]
-    return {}
-
-
 def list_names(r):
-    if r.rc != 0 or not isinstance(r.json, list):
-        return None
-    return sorted(it["kid"].split("/keys/", 1)[1].split("/")[0] for it in r.json)
+    kids = mhtest.listed_kids(r)
+    return None if kids is None else sorted(kids)
 
 
 def is_valid(r):
@@ -127,11 +120,11 @@ with h.section("create RSA, EC, oct on node 1; read-your-writes there"):
                        ("ec1", ("--kty", "EC-HSM", "--curve", "P-256")),
                        ("oct1", ("--kty", "oct-HSM", "--size", "256"))):
         r = N[0].cli("key", "create", "--name", name, *args)
-        kid = key_of(r).get("kid")
+        kid = mhtest.key_of(r).get("kid")
         h.check(r.rc == 0 and kid, "create %s on node1" % name, r.describe())
         kids[name] = kid
         r = N[0].cli("key", "show", "--name", name)
-        h.check(kid and key_of(r).get("kid") == kid,
+        h.check(kid and mhtest.key_of(r).get("kid") == kid,
                 "node1 shows %s right after creating it" % name,
                 r.describe())
     st["kids"] = kids
@@ -141,12 +134,12 @@ with h.section("show and list on nodes 2 and 3"):
     for i in (1, 2):
         for name, kid in sorted(kids.items()):
             r = eventually(i, ("key", "show", "--name", name),
-                           lambda r, kid=kid: key_of(r).get("kid") == kid)
-            h.check(kid and key_of(r).get("kid") == kid,
+                           lambda r, kid=kid: mhtest.key_of(r).get("kid") == kid)
+            h.check(kid and mhtest.key_of(r).get("kid") == kid,
                     "node%d shows %s (same kid)" % (i + 1, name),
                     r.describe())
-        pub0 = key_of(N[0].cli("key", "show", "--name", "rsa1", quiet=True))
-        pubi = key_of(N[i].cli("key", "show", "--name", "rsa1", quiet=True))
+        pub0 = mhtest.key_of(N[0].cli("key", "show", "--name", "rsa1", quiet=True))
+        pubi = mhtest.key_of(N[i].cli("key", "show", "--name", "rsa1", quiet=True))
         h.check(pub0.get("n") and pub0.get("n") == pubi.get("n"),
                 "node%d: same RSA public key as node1" % (i + 1))
         r = N[i].cli("key", "list")
@@ -174,7 +167,7 @@ with h.section("sign on node 3, verify on node 1 (and with openssl)"):
     if r.rc == 0:
         pub = os.path.join(h.tmp, "ec1-pub.pem")
         with open(pub, "w") as f:
-            f.write(mhtest.public_pem_from_jwk(key_of(N[0].cli("key", "show", "--name", "ec1"))))
+            f.write(mhtest.public_pem_from_jwk(mhtest.key_of(N[0].cli("key", "show", "--name", "ec1"))))
         der = mhtest.ecdsa_raw_to_der(unb64u(r.json["signature"]))
         sigf = os.path.join(h.tmp, "ec1.sig")
         with open(sigf, "wb") as f:
@@ -224,10 +217,10 @@ with h.section("writes through followers, read-your-writes on the node asked"):
         name = "fw%d" % (k + 1)
         tag = "n%d" % (fi + 1)
         r = f.cli("key", "create", "--name", name, "--kty", "EC-HSM", "--curve", "P-384")
-        kid = key_of(r).get("kid")
+        kid = mhtest.key_of(r).get("kid")
         h.check(r.rc == 0 and kid, "follower node%d: create %s" % (fi + 1, name), r.describe())
         r = f.cli("key", "show", "--name", name)
-        h.check(kid and key_of(r).get("kid") == kid,
+        h.check(kid and mhtest.key_of(r).get("kid") == kid,
                 "node%d shows %s right after creating it" % (fi + 1, name), r.describe())
         r = f.cli("key", "set-attributes", "--name", name, "--tags", "via=" + tag)
         h.check(r.rc == 0 and (r.json or {}).get("tags") == {"via": tag},
@@ -236,11 +229,11 @@ with h.section("writes through followers, read-your-writes on the node asked"):
         h.check(r.rc == 0 and r.json.get("tags") == {"via": tag},
                 "node%d shows the new tags right after" % (fi + 1), r.describe())
         r = f.cli("key", "rotate", "--name", name)
-        kid2 = key_of(r).get("kid")
+        kid2 = mhtest.key_of(r).get("kid")
         h.check(r.rc == 0 and kid2 and kid2 != kid, "follower node%d: rotate" % (fi + 1),
                 r.describe())
         r = f.cli("key", "show", "--name", name)
-        h.check(kid2 and key_of(r).get("kid") == kid2,
+        h.check(kid2 and mhtest.key_of(r).get("kid") == kid2,
                 "node%d shows the rotated version right after" % (fi + 1), r.describe())
         r = f.cli("key", "list-versions", "--name", name)
         h.check(r.rc == 0 and isinstance(r.json, list) and len(r.json) == 2,
@@ -253,10 +246,10 @@ with h.section("writes through followers, read-your-writes on the node asked"):
         r = f.cli("key", "show-deleted", "--name", name)
         h.expect_ok(r, "node%d: show-deleted right after" % (fi + 1))
         r = f.cli("key", "recover", "--name", name)
-        h.check(kid2 and key_of(r).get("kid") == kid2, "follower node%d: recover" % (fi + 1),
+        h.check(kid2 and mhtest.key_of(r).get("kid") == kid2, "follower node%d: recover" % (fi + 1),
                 r.describe())
         r = f.cli("key", "show", "--name", name)
-        h.check(kid2 and key_of(r).get("kid") == kid2,
+        h.check(kid2 and mhtest.key_of(r).get("kid") == kid2,
                 "node%d shows %s right after the recover" % (fi + 1, name), r.describe())
         dg = os.urandom(48)
         r = f.cli("key", "sign", "--name", name, "--algorithm", "ES384", "--digest", b64u(dg))
@@ -339,11 +332,11 @@ with h.section("transfer leadership to a follower"):
     r = N[new].cli("key", "create", "--name", "after-transfer", "--kty", "oct-HSM", "--size",
                    "256")
     h.expect_ok(r, "create on the new leader")
-    st["kids"]["after-transfer"] = key_of(r).get("kid")
+    st["kids"]["after-transfer"] = mhtest.key_of(r).get("kid")
     old_f = [i for i in range(3) if i != new][0]
     r = N[old_f].cli("key", "create", "--name", "after-transfer2", "--kty", "EC-HSM")
     h.expect_ok(r, "create through a follower of the new leader")
-    st["kids"]["after-transfer2"] = key_of(r).get("kid")
+    st["kids"]["after-transfer2"] = mhtest.key_of(r).get("kid")
     for i in range(3):
         r = eventually(i, ("key", "show", "--name", "after-transfer2"), lambda r: r.rc == 0)
         h.expect_ok(r, "node%d serves after the transfer" % (i + 1))
@@ -369,7 +362,7 @@ with h.section("a SIGTERMed follower rejoins from its data directory"):
     r = N[up[0]].cli("key", "create", "--name", "while-down", "--kty", "RSA-HSM", "--size",
                      "2048")
     h.expect_ok(r, "create while node%d is down (2 of 3 up)" % (fi + 1))
-    st["kids"]["while-down"] = key_of(r).get("kid")
+    st["kids"]["while-down"] = mhtest.key_of(r).get("kid")
     r = N[up[1]].cli("key", "delete", "--name", "fw1")
     h.expect_ok(r, "delete fw1 while node%d is down" % (fi + 1))
     f.start()

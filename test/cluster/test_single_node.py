@@ -45,19 +45,12 @@ def version_of(kid):
     return kid.rsplit("/", 1)[1]
 
 
-def key_of(r):
-    """The "key" object of a KeyBundle result (or {})."""
-    if isinstance(r.json, dict) and isinstance(r.json.get("key"), dict):
-        return r.json["key"]
-    return {}
-
-
 def create(name, *args, what=None, record=True):
     r = node.cli("key", "create", "--name", name, *args)
     if what is not None:
         h.expect_ok(r, what)
     if r.rc == 0 and record:
-        alive[name] = key_of(r).get("kid")
+        alive[name] = mhtest.key_of(r).get("kid")
     return r
 
 
@@ -191,7 +184,7 @@ try:
     # ------------------------------------------------------------ create/show
     with h.section("create and show: RSA, EC (P-256, P-384, P-256K), oct"):
         r = create("rsa1", "--kty", "RSA-HSM", "--size", "2048", what="create RSA-HSM 2048")
-        k = key_of(r)
+        k = mhtest.key_of(r)
         h.check(k.get("kty") == "RSA-HSM" and len(unb64u(k.get("n", ""))) == 256
                 and unb64u(k.get("e", "")) == b"\x01\x00\x01"
                 and k.get("kid", "").startswith("https://mhsm-test/keys/rsa1/")
@@ -206,24 +199,24 @@ try:
         for name, crv, size in (("ec256", "P-256", 32), ("ec384", "P-384", 48),
                                 ("ec256k", "P-256K", 32)):
             r = create(name, "--kty", "EC-HSM", "--curve", crv, what="create EC-HSM " + crv)
-            k = key_of(r)
+            k = mhtest.key_of(r)
             h.check(k.get("kty") == "EC-HSM" and k.get("crv") == crv
                     and len(unb64u(k.get("x", ""))) == size
                     and len(unb64u(k.get("y", ""))) == size and "d" not in k,
                     "EC %s bundle: crv, %d-byte x and y, no d" % (crv, size), k)
         r = create("oct1", "--kty", "oct-HSM", "--size", "256", what="create oct-HSM 256")
-        k = key_of(r)
+        k = mhtest.key_of(r)
         h.check(k.get("kty") == "oct-HSM" and not any(f in k for f in ("k", "n", "e", "x", "y")),
                 "oct bundle carries no key material", k)
         for name in ("rsa1", "ec256", "ec384", "ec256k", "oct1"):
             r = node.cli("key", "show", "--name", name)
-            h.check(r.rc == 0 and key_of(r).get("kid") == alive[name],
+            h.check(r.rc == 0 and mhtest.key_of(r).get("kid") == alive[name],
                     "show %s returns the created kid" % name, r.describe())
         r = node.cli("key", "show", "--name", "oct1")
-        h.check(not any(f in key_of(r) for f in ("k", "n", "x")), "show oct1: no material",
+        h.check(not any(f in mhtest.key_of(r) for f in ("k", "n", "x")), "show oct1: no material",
                 r.describe())
         r = node.cli("key", "show", "--name", "rsa1", "--version", version_of(alive["rsa1"]))
-        h.check(r.rc == 0 and key_of(r).get("kid") == alive["rsa1"], "show --version",
+        h.check(r.rc == 0 and mhtest.key_of(r).get("kid") == alive["rsa1"], "show --version",
                 r.describe())
         r = node.cli("key", "show", "--name", "ec256", "--output", "table")
         h.check(r.rc == 0 and r.json is None and "ec256" in r.out,
@@ -249,7 +242,7 @@ try:
             if r.rc != 0:
                 h.fail("create version %d of many" % i, r.describe())
                 break
-            kids.append(key_of(r)["kid"])
+            kids.append(mhtest.key_of(r)["kid"])
         h.check(len(set(kids)) == 30, "30 distinct versions of 'many' created")
         r = node.cli("key", "list-versions", "--name", "many")
         got = [it.get("kid") for it in r.json] if isinstance(r.json, list) else None
@@ -266,9 +259,9 @@ try:
                 "list-versions --maxresults 27 (more than one page): 27 distinct",
                 r.describe())
         r = node.cli("key", "show", "--name", "many")
-        h.check(r.rc == 0 and key_of(r).get("kid") in kids, "show many: latest is one of them",
+        h.check(r.rc == 0 and mhtest.key_of(r).get("kid") in kids, "show many: latest is one of them",
                 r.describe())
-        st["many_latest"] = key_of(r).get("kid")
+        st["many_latest"] = mhtest.key_of(r).get("kid")
         for i in range(22):
             create("pg-%02d" % i, "--kty", "oct-HSM", "--size", "128")
         r = node.cli("key", "list")
@@ -314,7 +307,7 @@ try:
         h.check(r.json and r.json.get("tags") == {"env": "prod", "team": "crypto"},
                 "enable/disable kept the tags", r.describe())
         r = node.cli("key", "set-attributes", "--name", "ec384", "--ops", "sign")
-        h.check(r.rc == 0 and key_of(r).get("key_ops") == ["sign"], "set --ops sign",
+        h.check(r.rc == 0 and mhtest.key_of(r).get("key_ops") == ["sign"], "set --ops sign",
                 r.describe())
         dg = os.urandom(48)
         s = sig_of(sign("ec384", "ES384", dg))
@@ -322,7 +315,7 @@ try:
         h.expect_err(r, "FAILED_PRECONDITION", "verify refused: not in key_ops",
                      contains="key_ops")
         r = node.cli("key", "set-attributes", "--name", "ec384", "--ops", "sign", "verify")
-        h.check(r.rc == 0 and sorted(key_of(r).get("key_ops", [])) == ["sign", "verify"],
+        h.check(r.rc == 0 and sorted(mhtest.key_of(r).get("key_ops", [])) == ["sign", "verify"],
                 "set --ops sign verify", r.describe())
         h.check(is_valid(verify("ec384", "ES384", dg, s)), "verify allowed again")
         r = node.cli("key", "list-versions", "--name", "many")
@@ -332,7 +325,7 @@ try:
             v = version_of(older[0])
             r = node.cli("key", "set-attributes", "--name", "many", "--version", v,
                          "--enabled", "false", "--tags", "old=yes")
-            h.check(r.rc == 0 and key_of(r).get("kid") == older[0]
+            h.check(r.rc == 0 and mhtest.key_of(r).get("kid") == older[0]
                     and r.json["attributes"]["enabled"] is False,
                     "set-attributes --version on an older version", r.describe())
             r = node.cli("key", "show", "--name", "many")
@@ -350,7 +343,7 @@ try:
     with h.section("sign and verify: RS256, PS256, ES256, ES384, ES256K"):
         pub = {}
         for name in ("rsa1", "ec256", "ec384", "ec256k"):
-            pub[name] = mhtest.public_pem_from_jwk(key_of(node.cli("key", "show", "--name", name)))
+            pub[name] = mhtest.public_pem_from_jwk(mhtest.key_of(node.cli("key", "show", "--name", name)))
         for name, alg, dlen, slen in (("rsa1", "RS256", 32, 256), ("rsa1", "PS256", 32, 256),
                                       ("rsa1", "RS384", 48, 256), ("rsa1", "PS512", 64, 256),
                                       ("ec256", "ES256", 32, 64), ("ec384", "ES384", 48, 96),
@@ -399,7 +392,7 @@ try:
                 r.describe())
         # openssl encrypts with the public JWK; the server decrypts.
         pubf = tmpfile("rsa1-pub.pem", mhtest.public_pem_from_jwk(
-            key_of(node.cli("key", "show", "--name", "rsa1"))))
+            mhtest.key_of(node.cli("key", "show", "--name", "rsa1"))))
         oct_ = mhtest.openssl("pkeyutl", "-encrypt", "-pubin", "-inkey", pubf, "-pkeyopt",
                               "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256",
                               "-pkeyopt", "rsa_mgf1_md:sha256", input_bytes=msg)
@@ -487,7 +480,7 @@ try:
         f = mhtest.openssl_key_fields(rsa_pem)
         r = node.cli("key", "import", "--name", "imp-rsa", "--pem-file", rsa_pem)
         h.expect_ok(r, "import RSA PEM")
-        k = key_of(r)
+        k = mhtest.key_of(r)
         if r.rc == 0:
             alive["imp-rsa"] = k["kid"]
         h.check(k.get("kty") == "RSA-HSM" and unb64u(k.get("n", "")) ==
@@ -495,7 +488,7 @@ try:
                 "imported RSA: kty RSA-HSM, n equals the PEM's modulus, no d", k)
         dg = os.urandom(32)
         s = sig_of(sign("imp-rsa", "RS256", dg))
-        pub_show = mhtest.public_pem_from_jwk(key_of(node.cli("key", "show", "--name",
+        pub_show = mhtest.public_pem_from_jwk(mhtest.key_of(node.cli("key", "show", "--name",
                                                                 "imp-rsa")))
         h.check(openssl_verify(pub_show, dg, s, "RS256"),
                 "openssl verifies RS256 by the imported key with the public key from show")
@@ -513,7 +506,7 @@ try:
         r = node.cli("key", "import", "--name", "imp-ec", "--jwk-file", jf, "--ops", "sign",
                      "verify", "--tags", "src=jwk")
         h.expect_ok(r, "import EC JWK")
-        k = key_of(r)
+        k = mhtest.key_of(r)
         if r.rc == 0:
             alive["imp-ec"] = k["kid"]
         h.check(k.get("kty") == "EC-HSM" and k.get("crv") == "P-256" and k.get("x") == jwk["x"]
@@ -523,7 +516,7 @@ try:
                 "imported EC: EC-HSM, same x/y, no d, key_ops and tags", r.describe())
         dg = os.urandom(32)
         s = sig_of(sign("imp-ec", "ES256", dg))
-        pub_show = mhtest.public_pem_from_jwk(key_of(node.cli("key", "show", "--name",
+        pub_show = mhtest.public_pem_from_jwk(mhtest.key_of(node.cli("key", "show", "--name",
                                                                 "imp-ec")))
         h.check(openssl_verify(pub_show, dg, s, "ES256"),
                 "openssl verifies ES256 by the JWK-imported key with the public key from show")
@@ -547,10 +540,10 @@ try:
         h.expect_err(r, "INVALID_ARGUMENT", "import of an encrypted PEM with a wrong password")
         r = node.cli("key", "import", "--name", "imp-enc", "--pem-file", enc_pem,
                      "--pem-password", "s3cret!")
-        h.check(r.rc == 0 and key_of(r).get("crv") == "P-384",
+        h.check(r.rc == 0 and mhtest.key_of(r).get("crv") == "P-384",
                 "import of an encrypted PEM with its password", r.describe())
         if r.rc == 0:
-            alive["imp-enc"] = key_of(r)["kid"]
+            alive["imp-enc"] = mhtest.key_of(r)["kid"]
         junk = tmpfile("junk.jwk", '{"kty":"RSA","n":"AQAB"}')
         r = node.cli("key", "import", "--name", "imp-junk", "--jwk-file", junk)
         h.expect_err(r, "INVALID_ARGUMENT", "import of a public-only / malformed JWK refused")
@@ -562,23 +555,23 @@ try:
     with h.section("rotate"):
         before = alive["ec256"]
         r = node.cli("key", "rotate", "--name", "ec256")
-        k = key_of(r)
+        k = mhtest.key_of(r)
         h.check(r.rc == 0 and k.get("kid", "").startswith("https://mhsm-test/keys/ec256/")
                 and k.get("kid") != before and k.get("kty") == "EC-HSM" and k.get("crv") == "P-256",
                 "rotate: a new version with the same kty and curve", r.describe())
         if r.rc == 0:
             alive["ec256"] = k["kid"]
         r = node.cli("key", "show", "--name", "ec256")
-        h.check(r.rc == 0 and key_of(r).get("kid") == alive["ec256"], "show returns the rotated",
+        h.check(r.rc == 0 and mhtest.key_of(r).get("kid") == alive["ec256"], "show returns the rotated",
                 r.describe())
         r = node.cli("key", "list-versions", "--name", "ec256")
         h.check(isinstance(r.json, list) and sorted(it["kid"] for it in r.json) ==
                 sorted([before, alive["ec256"]]), "list-versions: both versions", r.describe())
         r = node.cli("key", "rotate", "--name", "oct1")
-        h.check(r.rc == 0 and key_of(r).get("kty") == "oct-HSM", "rotate oct1", r.describe())
+        h.check(r.rc == 0 and mhtest.key_of(r).get("kty") == "oct-HSM", "rotate oct1", r.describe())
         if r.rc == 0:
             st["oct1_v1"] = alive["oct1"]
-            alive["oct1"] = key_of(r)["kid"]
+            alive["oct1"] = mhtest.key_of(r)["kid"]
         r = node.cli("key", "rotate", "--name", "no-such-key")
         h.expect_err(r, "NOT_FOUND", "rotate an unknown key: NOT_FOUND")
 
@@ -632,10 +625,10 @@ try:
                 and ("recover" in r.err or "purge" in r.err or "deleted" in r.err),
                 "restore onto a deleted name refused", r.describe())
         r = node.cli("key", "recover", "--name", "ec256")
-        h.check(r.rc == 0 and key_of(r).get("kid") in versions,
+        h.check(r.rc == 0 and mhtest.key_of(r).get("kid") in versions,
                 "recover returns the key bundle", r.describe())
         if r.rc == 0:
-            alive["ec256"] = key_of(r)["kid"]
+            alive["ec256"] = mhtest.key_of(r)["kid"]
         r = node.cli("key", "list-versions", "--name", "ec256")
         h.check(isinstance(r.json, list) and sorted(it["kid"] for it in r.json) == versions,
                 "recovered key has all its versions", r.describe())
@@ -661,7 +654,7 @@ try:
         r = node.cli("key", "restore", "--file", backup)
         h.expect_ok(r, "restore from the backup after purge")
         if r.rc == 0:
-            alive["ec256"] = key_of(r)["kid"]
+            alive["ec256"] = mhtest.key_of(r)["kid"]
         r = node.cli("key", "list-versions", "--name", "ec256")
         h.check(isinstance(r.json, list) and sorted(it["kid"] for it in r.json) == versions,
                 "restore brings back every version with its version id", r.describe())
@@ -928,7 +921,7 @@ try:
                 r.describe())
         for name, kid in sorted(alive.items()):
             r = node.cli("key", "show", "--name", name, quiet=True)
-            if not (r.rc == 0 and key_of(r).get("kid") == kid):
+            if not (r.rc == 0 and mhtest.key_of(r).get("kid") == kid):
                 h.fail("show %s after restart" % name, r.describe())
                 break
         else:
