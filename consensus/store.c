@@ -20,7 +20,7 @@ struct mh_store {
     int lock_fd;
 };
 
-static const char *const db_names[MH_STORE_NDB] = {"meta", "keys", "versions", "requests"};
+static const char *const db_names[MH_STORE_NDB] = {"meta", "keys", "versions", "requests", "rbac"};
 static const char applied_key[] = "applied_index";
 static const char domain_key[] = MH_STORE_META_DOMAIN;
 

@@ -6,6 +6,11 @@
  *   keys      name -> KeyRecord
  *   versions  name "\0" version -> KeyVersionRecord
  *   requests  request_id -> RequestRecord
+ *   rbac      "d" 0 id                    -> RoleDefinitionRecord (custom roles)
+ *             "a" 0 name                  -> RoleAssignmentRecord
+ *             "p" 0 principal 0 name      -> "" (assignments by principal)
+ *             "s" 0 scope 0 name          -> "" (assignments by scope)
+ *             "r" 0 role id 0 name        -> "" (assignments by role)
  * Values are packed protobufs from proto/internal/state.proto. Key material is only
  * ever stored sealed (KeyVersionRecord.sealed_material); the store never sees
  * plaintext. Boot policy: the state is rebuilt from raft's snapshot + log at every
@@ -52,8 +57,14 @@ void mh_store_close(struct mh_store *st);
 /* The LMDB environment and database handles, for consensus/fsm and snapshots. */
 MDB_env *mh_store_env(struct mh_store *st);
 
-enum mh_store_db { MH_STORE_META = 0, MH_STORE_KEYS, MH_STORE_VERSIONS, MH_STORE_REQUESTS };
-#define MH_STORE_NDB         4
+enum mh_store_db {
+    MH_STORE_META = 0,
+    MH_STORE_KEYS,
+    MH_STORE_VERSIONS,
+    MH_STORE_REQUESTS,
+    MH_STORE_RBAC
+};
+#define MH_STORE_NDB         5
 #define MH_STORE_META_DOMAIN "domain" /* meta key of the DomainRecord */
 MDB_dbi mh_store_dbi(const struct mh_store *st, enum mh_store_db db);
 
@@ -124,6 +135,42 @@ void mh_store_versions_free(Mhsm__Internal__KeyVersionRecord **versions, size_t 
 /* The outcome recorded for |request_id|. MH_ENOTFOUND when never applied. */
 MH_MUST_USE int mh_store_get_request(struct mh_store *st, const char *request_id,
                                      Mhsm__Internal__RequestRecord **out);
+
+/* ---- RBAC reads (any thread) --------------------------------------------- */
+
+/* A custom role definition by lower-case GUID. MH_ENOTFOUND when absent (built-in
+ * roles are never stored: see consensus/rbac). */
+MH_MUST_USE int mh_store_get_role_definition(struct mh_store *st, const char *id,
+                                             Mhsm__Internal__RoleDefinitionRecord **out);
+
+/* Every custom role definition, in id order. |*out| is a malloc'd array of |*n|
+ * records (NULL when none); free with mh_store_records_free. */
+MH_MUST_USE int mh_store_list_role_definitions(struct mh_store *st,
+                                               Mhsm__Internal__RoleDefinitionRecord ***out,
+                                               size_t *n);
+
+/* A role assignment by lower-case GUID name. MH_ENOTFOUND when absent. */
+MH_MUST_USE int mh_store_get_role_assignment(struct mh_store *st, const char *name,
+                                             Mhsm__Internal__RoleAssignmentRecord **out);
+
+struct mh_store_ra_filter {
+    const char *principal; /* NULL: any; else exactly this principal id */
+    const char *scope;     /* NULL: any; else exactly this scope string */
+};
+
+/* mh_store_list_role_assignments returns up to |max| assignments matching |f| (NULL:
+ * all) in name order after |after| (NULL or "": from the first), through the
+ * principal or scope index when the filter names one. |*out| is a malloc'd array
+ * of |*n| records (NULL when none; free with mh_store_records_free); |*more| is true
+ * when further matches exist. */
+MH_MUST_USE int mh_store_list_role_assignments(struct mh_store *st,
+                                               const struct mh_store_ra_filter *f,
+                                               const char *after, size_t max,
+                                               Mhsm__Internal__RoleAssignmentRecord ***out,
+                                               size_t *n, bool *more);
+
+/* Frees an array of |n| records returned by a list function above. */
+void mh_store_records_free(void *records, size_t n);
 
 /* Free any record returned above (NULL is fine). */
 void mh_store_free(void *protobuf_message);

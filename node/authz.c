@@ -5,9 +5,10 @@
 #include "common/log.h"
 #include "consensus/peer.h"
 
-bool mh_authz_check(struct mh_node *n, struct mh_rpc_call *call, const char *action,
+bool mh_authz_check(struct mh_node *n, struct mh_rpc_call *call, enum mh_action a,
                     const char *key_name)
 {
+    const char *action = a == MH_ACT_ANY_CLIENT ? "(any client)" : mh_rbac_action_name(a);
     (void)n;
     const char *who = mh_rpc_call_principal(call);
     /* Node certificates come from the same CA as clients' and unlock the peer

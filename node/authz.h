@@ -1,40 +1,56 @@
-/* authz: the one authorization decision every handler goes through.
+/* authz: the one authorization decision every handler goes through (local RBAC).
  *
- * Until local RBAC lands (issue 5), every principal that completed the mutual-TLS
- * handshake with a certificate from the configured CA may do everything; the
- * decision is still made here, per call, with the Key Vault data action and scope,
- * so RBAC and the audit log slot in without touching the services. Loop thread. */
+ * Each handler calls mh_authz_check (after mh_node_gate, before it reads or
+ * changes anything) with the Azure data action of the call and the key it is
+ * about (NULL: an HSM-wide call, scope "/"). The decision:
+ *   - node certificates (spiffe://mhsm/node/...) are refused on the data plane;
+ *   - before activation, the only thing allowed is the security domain's download
+ *     and status, and only to the initial administrators ([rbac] administrators);
+ *   - after activation, the caller's role assignments (replicated state: scope "/",
+ *     "/keys", or "/keys/<key>") are evaluated with consensus/rbac; deny by default.
+ * A refusal finishes the call with PERMISSION_DENIED and a message naming the
+ * missing data action and the scope, never whether the key exists. Every decision
+ * is noted on the call (mh_rpc_call_note_authz) for the audit record.
+ *
+ * Decisions are served from a per-principal cache of compiled action masks,
+ * rebuilt from the store when mh_authz_invalidate was called since (the FSM hook
+ * calls it after every role command, activation and snapshot restore). Loop thread. */
 #ifndef MH_NODE_AUTHZ_H
 #define MH_NODE_AUTHZ_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "consensus/rbac.h"
 #include "node/node.h"
 
-/* Data actions, as Azure names them (Microsoft.KeyVault/managedHsm/...). */
-#define MH_ACT_KEY_CREATE   "Microsoft.KeyVault/managedHsm/keys/create"
-#define MH_ACT_KEY_IMPORT   "Microsoft.KeyVault/managedHsm/keys/import/action"
-#define MH_ACT_KEY_READ     "Microsoft.KeyVault/managedHsm/keys/read/action"
-#define MH_ACT_KEY_WRITE    "Microsoft.KeyVault/managedHsm/keys/write/action"
-#define MH_ACT_KEY_DELETE   "Microsoft.KeyVault/managedHsm/keys/delete"
-#define MH_ACT_DELETED_READ "Microsoft.KeyVault/managedHsm/keys/deletedKeys/read/action"
-#define MH_ACT_RECOVER      "Microsoft.KeyVault/managedHsm/keys/deletedKeys/recover/action"
-#define MH_ACT_PURGE        "Microsoft.KeyVault/managedHsm/keys/deletedKeys/delete"
-#define MH_ACT_BACKUP       "Microsoft.KeyVault/managedHsm/keys/backup/action"
-#define MH_ACT_RESTORE      "Microsoft.KeyVault/managedHsm/keys/restore/action"
-#define MH_ACT_ROTATE       "Microsoft.KeyVault/managedHsm/keys/rotate/action"
-#define MH_ACT_ENCRYPT      "Microsoft.KeyVault/managedHsm/keys/encrypt/action"
-#define MH_ACT_DECRYPT      "Microsoft.KeyVault/managedHsm/keys/decrypt/action"
-#define MH_ACT_WRAP         "Microsoft.KeyVault/managedHsm/keys/wrap/action"
-#define MH_ACT_UNWRAP       "Microsoft.KeyVault/managedHsm/keys/unwrap/action"
-#define MH_ACT_SIGN         "Microsoft.KeyVault/managedHsm/keys/sign/action"
-#define MH_ACT_VERIFY       "Microsoft.KeyVault/managedHsm/keys/verify/action"
-#define MH_ACT_RNG          "Microsoft.KeyVault/managedHsm/rng/action"
-#define MH_ACT_SD_DOWNLOAD  "Microsoft.KeyVault/managedHsm/securitydomain/download/action"
-#define MH_ACT_SD_READ      "Microsoft.KeyVault/managedHsm/securitydomain/download/read"
+/* An action that any authenticated client principal (not a node certificate) may
+ * perform: WhoAmI, the audit key. Still noted and audited. */
+#define MH_ACT_ANY_CLIENT ((enum mh_action) - 1)
 
 /* mh_authz_check decides whether the caller of |call| may perform |action| on
- * |key_name| (NULL: the whole HSM, scope "/"). On refusal it finishes the call
- * with PERMISSION_DENIED and returns false. */
-bool mh_authz_check(struct mh_node *n, struct mh_rpc_call *call, const char *action,
+ * |key_name| (NULL: the whole HSM). On refusal it finishes the call with
+ * PERMISSION_DENIED and returns false. A store error finishes the call with
+ * UNAVAILABLE/INTERNAL (fail closed) and returns false. */
+bool mh_authz_check(struct mh_node *n, struct mh_rpc_call *call, enum mh_action action,
                     const char *key_name);
+
+/* mh_authz_mask computes what |principal| may do at the HSM scope (|*hsm|) and on
+ * |key_name| (|*key|, including the HSM-scope actions; NULL name: |*key| = |*hsm|).
+ * Used by WhoAmI. Errors: MH_ESTORE, MH_ECORRUPT, MH_ENOMEM. */
+MH_MUST_USE int mh_authz_mask(struct mh_node *n, const char *principal, const char *key_name,
+                              uint64_t *hsm, uint64_t *key);
+
+/* mh_authz_key_scopes lists (malloc'd array of malloc'd names, free with
+ * mh_authz_key_scopes_free) the keys |principal| holds a key-scoped assignment on. */
+MH_MUST_USE int mh_authz_key_scopes(struct mh_node *n, const char *principal, char ***names,
+                                    size_t *count);
+void mh_authz_key_scopes_free(char **names, size_t count);
+
+/* Drops every cached decision (role state changed). Cheap: bumps an epoch. */
+void mh_authz_invalidate(struct mh_node *n);
+
+/* Frees the cache (shutdown). */
+void mh_authz_free(struct mh_node *n);
 
 #endif

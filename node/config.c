@@ -142,6 +142,20 @@ static const char *add_operator(struct mh_config *cfg, const char *item)
     return NULL;
 }
 
+static const char *add_administrator(struct mh_config *cfg, const char *item)
+{
+    if (cfg->n_administrators == MH_CONFIG_MAX_ADMINS)
+        return "too many administrators (at most 16)";
+    if (strncmp(item, MH_PEER_URI_PREFIX, strlen(MH_PEER_URI_PREFIX)) == 0)
+        return "a node certificate cannot be an administrator";
+    for (const char *p = item; *p; p++)
+        if (*p < 0x21 || *p > 0x7e)
+            return "a principal id is printable ASCII without spaces";
+    _Static_assert(sizeof cfg->administrators[0] >= 256, "a slot holds any list item");
+    strcpy(cfg->administrators[cfg->n_administrators++], item);
+    return NULL;
+}
+
 static bool parse_bool(const char *v, bool *out)
 {
     if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "1") == 0) {
@@ -252,6 +266,25 @@ static int on_entry(void *user, const char *section, const char *name, const cha
             return fail(c, section, name, why);
         return 1;
     }
+    if (MATCH("rbac", "administrators")) {
+        cfg->n_administrators = 0;
+        const char *why = each_item(value, "empty principal in the list", add_administrator, cfg);
+        if (why != NULL)
+            return fail(c, section, name, why);
+        return 1;
+    }
+    if (MATCH("rbac", "max_custom_roles"))
+        NUM(cfg->max_custom_roles, 1, 10000, unsigned);
+    if (MATCH("rbac", "max_assignments_hsm"))
+        NUM(cfg->max_assignments_hsm, 1, 100000, unsigned);
+    if (MATCH("rbac", "max_assignments_per_key"))
+        NUM(cfg->max_assignments_per_key, 1, 10000, unsigned);
+    if (MATCH("audit", "dir"))
+        STR(cfg->audit_dir);
+    if (MATCH("audit", "max_file_bytes"))
+        NUM(cfg->audit_max_file_bytes, 4096, 68719476736, uint64_t);
+    if (MATCH("audit", "checkpoint_interval_ms"))
+        NUM(cfg->audit_checkpoint_ms, 100, 3600000, unsigned);
     if (MATCH("limits", "retention_days_default"))
         NUM(cfg->retention_days_default, 7, 90, unsigned);
     if (MATCH("limits", "max_versions_per_key"))
@@ -289,6 +322,11 @@ int mh_config_load(const char *path, struct mh_config *cfg, char *err, size_t er
     cfg->retention_days_default = 90;
     cfg->max_versions_per_key = 100;
     cfg->lmdb_map_size = 8192; /* MiB */
+    cfg->max_custom_roles = 50;
+    cfg->max_assignments_hsm = 50;
+    cfg->max_assignments_per_key = 10;
+    cfg->audit_max_file_bytes = (uint64_t)64 << 20;
+    cfg->audit_checkpoint_ms = 10000;
     struct parse_ctx c = {.cfg = cfg, .path = path, .err = err, .err_len = err_len};
     FILE *f = fopen(path, "r");
     if (f == NULL) {
@@ -354,6 +392,20 @@ int mh_config_load(const char *path, struct mh_config *cfg, char *err, size_t er
                      "%s: [raft] join = true and members are exclusive: a joining node learns "
                      "the members from the leader",
                      path);
+            return MH_ECONFIG;
+        }
+    }
+    if (cfg->n_administrators == 0 && !cfg->join) {
+        snprintf(err, err_len,
+                 "%s: [rbac] administrators is required: the principals allowed to activate "
+                 "the HSM (each becomes Managed HSM Administrator)",
+                 path);
+        return MH_ECONFIG;
+    }
+    if (cfg->audit_dir[0] == '\0') {
+        int n = snprintf(cfg->audit_dir, sizeof cfg->audit_dir, "%s/audit", cfg->data_dir);
+        if (n < 0 || (size_t)n >= sizeof cfg->audit_dir) {
+            snprintf(err, err_len, "%s: [node] data_dir too long", path);
             return MH_ECONFIG;
         }
     }

@@ -13,6 +13,7 @@
 #include "consensus/cluster.h"
 
 #define MH_CONFIG_MAX_OPERATORS 16
+#define MH_CONFIG_MAX_ADMINS    16
 
 struct mh_config {
     /* [node] */
@@ -44,6 +45,18 @@ struct mh_config {
     /* [cluster] operators = principal, principal...: who may use the control plane */
     char operators[MH_CONFIG_MAX_OPERATORS][256];
     size_t n_operators;
+    /* [rbac] administrators = principal, principal...: the initial administrators
+     * (Azure's --administrators). They may download the security domain; activation
+     * assigns each of them Managed HSM Administrator at "/". Required unless join. */
+    char administrators[MH_CONFIG_MAX_ADMINS][256];
+    size_t n_administrators;
+    unsigned max_custom_roles;        /* default 50; 1..10000 */
+    unsigned max_assignments_hsm;     /* default 50 (scope "/" and "/keys"); 1..100000 */
+    unsigned max_assignments_per_key; /* default 10; 1..10000 */
+    /* [audit] */
+    char audit_dir[512];               /* default <data_dir>/audit */
+    uint64_t audit_max_file_bytes;     /* default 64 MiB; 4 KiB .. 64 GiB */
+    unsigned audit_checkpoint_ms;      /* default 10000; 100 .. 3600000 */
     /* [limits] */
     unsigned retention_days_default; /* default 90; 7..90 */
     unsigned max_versions_per_key;   /* default 100; 1..10000 */

@@ -18,6 +18,9 @@
 #include "node/rpc.h"
 #include "node/worker.h"
 
+struct mh_audit;
+struct mh_authz_cache;
+
 struct mh_node {
     uv_loop_t *loop;
     const struct mh_config *cfg;
@@ -28,6 +31,8 @@ struct mh_node {
     struct mh_cluster *cluster;
     struct mh_peer *peer;
     struct mh_keycache *keys;
+    struct mh_audit *audit;         /* node/audit: the request log (set before listening) */
+    struct mh_authz_cache *authz;   /* node/authz: compiled role masks, lazily made */
     struct mh_secret node_key;
     /* The domain, once activated and unsealed here. Set on the loop thread only and
      * never freed before shutdown, so workers may use a pointer taken at submit. */
@@ -52,6 +57,8 @@ MH_MUST_USE int mh_svc_sd_register(struct mh_node *n);
 MH_MUST_USE int mh_svc_keys_register(struct mh_node *n);
 MH_MUST_USE int mh_svc_crypto_register(struct mh_node *n);
 MH_MUST_USE int mh_svc_cluster_register(struct mh_node *n);
+MH_MUST_USE int mh_svc_rbac_register(struct mh_node *n);  /* mhsm.v1.AccessControl */
+MH_MUST_USE int mh_svc_audit_register(struct mh_node *n); /* mhsm.v1.Audit */
 
 /* Domain distribution (node/domsync.c). mh_domsync_start loads this node's private
  * key (cfg raft_key), answers members' DomainFetch requests with the root wrapped to

@@ -85,6 +85,53 @@ MH_MUST_USE int mh_rpc_server_add_service(struct mh_rpc_server *srv,
  * which the server implements itself. Unknown service names get NOT_FOUND. */
 void mh_rpc_server_set_serving(struct mh_rpc_server *srv, bool serving);
 
+/* ---- audit hook ------------------------------------------------------------ */
+
+/* What a handler learned about its call, for the audit record. Kept by the
+ * transport with the stream (fixed buffers, no allocation); set through the
+ * mh_rpc_call_note_* functions, empty strings when unknown. */
+struct mh_rpc_note {
+    int action;          /* enum mh_action, or -1 (none checked), -2 (any client) */
+    int decision;        /* 0 none, 1 allowed, -1 denied */
+    char key[128];       /* key name the call is about */
+    char version[33];    /* key version, when known */
+    char scope[140];     /* RBAC scope checked ("/", "/keys/<name>") */
+    char request_id[129];/* the write's request id (correlationId) */
+};
+
+/* One finished request, exactly once per HTTP/2 request stream: answered (reply,
+ * failure, HTTP error, deadline), or ended by the client or the connection before
+ * an answer (|cancelled|). Strings are valid only during the callback. */
+struct mh_rpc_done {
+    uint64_t call_id;      /* 0 when the request never became a call */
+    const char *method;    /* the route's path, or the requested :path (printable
+                              ASCII, cut at 200 bytes), "" when none was sent */
+    bool known_method;     /* |method| is a registered route */
+    const char *principal; /* the authenticated principal */
+    const char *peer;      /* "ip:port" */
+    int64_t start_unix_ms; /* wall clock when the request's headers arrived */
+    uint64_t duration_us;  /* monotonic, headers to answer */
+    int grpc_status;       /* 0..16; -1 when answered with a bare HTTP status */
+    int http_status;       /* the :status sent (200 for every gRPC answer); 0 when none */
+    const char *message;   /* grpc-message as given by the handler (may be NULL) */
+    bool cancelled;        /* no answer reached the client: reset, deadline, close */
+    const struct mh_rpc_note *note;
+};
+
+/* The audit callback: record |done|. Returns 0, or < 0 when the record could not
+ * be written; the transport then replaces an answer not yet sent with UNAVAILABLE
+ * ("audit log cannot be written") instead of serving unaudited. Loop thread. */
+typedef int (*mh_rpc_audit_fn)(void *data, const struct mh_rpc_done *done);
+
+/* The admission callback, asked before every request's handler runs (and by the
+ * health check): NULL admits; otherwise the request is refused with UNAVAILABLE
+ * and this reason (Health/Check answers NOT_SERVING). Loop thread. */
+typedef const char *(*mh_rpc_admit_fn)(void *data);
+
+/* mh_rpc_server_set_audit installs both callbacks (either may be NULL). */
+void mh_rpc_server_set_audit(struct mh_rpc_server *srv, mh_rpc_audit_fn audit,
+                             mh_rpc_admit_fn admit, void *data);
+
 /* mh_rpc_server_listen binds and listens. Errors: -errno from libuv (e.g. EADDRINUSE). */
 MH_MUST_USE int mh_rpc_server_listen(struct mh_rpc_server *srv);
 
@@ -136,6 +183,12 @@ uint64_t mh_rpc_call_id(const struct mh_rpc_call *call);
  * enforces it: when it passes, the client gets DEADLINE_EXCEEDED and the call is
  * marked cancelled. */
 uint64_t mh_rpc_call_deadline(const struct mh_rpc_call *call);
+
+/* Notes for the audit record (copied, cut to the buffer; ignored after the
+ * transport finished the call). */
+void mh_rpc_call_note_authz(struct mh_rpc_call *call, int action, bool allowed, const char *scope);
+void mh_rpc_call_note_key(struct mh_rpc_call *call, const char *key, const char *version);
+void mh_rpc_call_note_request_id(struct mh_rpc_call *call, const char *request_id);
 
 /* mh_rpc_call_alloc allocates |size| bytes from the call's arena (zeroed; wiped and
  * released when the call ends). For building responses. NULL when out of memory or

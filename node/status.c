@@ -49,6 +49,9 @@ enum mh_grpc_status mh_status_from_err(int err)
     case MH_ENOPRIVATE:
     case MH_EDOMAIN:
     case MH_EBUSY:
+    case MH_EBUILTIN:
+    case MH_EINUSE:
+    case MH_ELOCKOUT:
         return MH_GRPC_FAILED_PRECONDITION;
     case MH_ETOOBIG:
     case MH_ELIMIT:
@@ -58,6 +61,7 @@ enum mh_grpc_status mh_status_from_err(int err)
         return MH_GRPC_PERMISSION_DENIED;
     case MH_EUNAVAILABLE:
     case MH_EPEER:
+    case MH_EAUDIT:
         return MH_GRPC_UNAVAILABLE;
     case MH_ECANCELLED:
         return MH_GRPC_CANCELLED;

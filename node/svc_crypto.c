@@ -22,7 +22,7 @@
 enum cop { C_ENCRYPT, C_DECRYPT, C_WRAP, C_UNWRAP, C_SIGN, C_VERIFY };
 
 static const struct {
-    const char *action;
+    enum mh_action action;
     unsigned op;
     const char *verb;
 } cop_info[] = {

@@ -910,7 +910,7 @@ out:
 }
 
 static void name_command(struct mh_node *n, struct mh_rpc_call *call, const ProtobufCMessage *m,
-                         enum simple_kind kind, const char *action)
+                         enum simple_kind kind, enum mh_action action)
 {
     const Mhsm__V1__KeyNameRequest *req = (const Mhsm__V1__KeyNameRequest *)m;
     if (!mh_node_gate(n, call, true) || !check_name(call, req->name) ||
