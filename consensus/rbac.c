@@ -99,48 +99,70 @@ int mh_rbac_role_mask(char *const *data_actions, size_t n_data, char *const *not
 /* ---- built-in roles (reference/azure-managed-hsm.md §3.1) ------------------ */
 
 #define P MH_RBAC_PREFIX
-static const char *const admin_actions[] = {
-    P "roleAssignments/read/action",   P "roleAssignments/write/action",
-    P "roleAssignments/delete/action", P "roleDefinitions/read/action",
-    P "roleDefinitions/write/action",  P "roleDefinitions/delete/action",
-    P "securitydomain/download/action", P "securitydomain/download/read",
-    P "securitydomain/upload/action",  P "securitydomain/upload/read",
-    P "securitydomain/transferkey/read", P "backup/start/action",
-    P "backup/status/action",          P "restore/start/action",
-    P "restore/status/action",         NULL};
-static const char *const officer_actions[] = {
-    P "roleAssignments/read/action",   P "roleAssignments/write/action",
-    P "roleAssignments/delete/action", P "roleDefinitions/read/action",
-    P "roleDefinitions/write/action",  P "roleDefinitions/delete/action",
-    P "keys/deletedKeys/read/action",  P "keys/deletedKeys/delete",
-    P "keys/deletedKeys/recover/action", P "keys/export/action",
-    NULL};
-static const char *const user_actions[] = {
-    P "roleDefinitions/read/action", P "roleAssignments/read/action",
-    P "keys/read/action",            P "keys/write/action",
-    P "keys/delete",                 P "keys/create",
-    P "keys/rotate/action",          P "keys/import/action",
-    P "keys/release/action",         P "keys/backup/action",
-    P "keys/restore/action",         P "keys/encrypt/action",
-    P "keys/decrypt/action",         P "keys/wrap/action",
-    P "keys/unwrap/action",          P "keys/sign/action",
-    P "keys/verify/action",          P "keys/derive/action",
-    P "rng/action",                  NULL};
-static const char *const policy_actions[] = {
-    P "roleDefinitions/read/action",   P "roleDefinitions/write/action",
-    P "roleDefinitions/delete/action", P "roleAssignments/read/action",
-    P "roleAssignments/write/action",  P "roleAssignments/delete/action",
-    NULL};
-static const char *const auditor_actions[] = {
-    P "roleAssignments/read/action", P "roleDefinitions/read/action", P "keys/read/action",
-    P "keys/deletedKeys/read/action", NULL};
-static const char *const service_enc_actions[] = {
-    P "keys/read/action", P "keys/wrap/action", P "keys/unwrap/action", NULL};
+static const char *const admin_actions[] = {P "roleAssignments/read/action",
+                                            P "roleAssignments/write/action",
+                                            P "roleAssignments/delete/action",
+                                            P "roleDefinitions/read/action",
+                                            P "roleDefinitions/write/action",
+                                            P "roleDefinitions/delete/action",
+                                            P "securitydomain/download/action",
+                                            P "securitydomain/download/read",
+                                            P "securitydomain/upload/action",
+                                            P "securitydomain/upload/read",
+                                            P "securitydomain/transferkey/read",
+                                            P "backup/start/action",
+                                            P "backup/status/action",
+                                            P "restore/start/action",
+                                            P "restore/status/action",
+                                            NULL};
+static const char *const officer_actions[] = {P "roleAssignments/read/action",
+                                              P "roleAssignments/write/action",
+                                              P "roleAssignments/delete/action",
+                                              P "roleDefinitions/read/action",
+                                              P "roleDefinitions/write/action",
+                                              P "roleDefinitions/delete/action",
+                                              P "keys/deletedKeys/read/action",
+                                              P "keys/deletedKeys/delete",
+                                              P "keys/deletedKeys/recover/action",
+                                              P "keys/export/action",
+                                              NULL};
+static const char *const user_actions[] = {P "roleDefinitions/read/action",
+                                           P "roleAssignments/read/action",
+                                           P "keys/read/action",
+                                           P "keys/write/action",
+                                           P "keys/delete",
+                                           P "keys/create",
+                                           P "keys/rotate/action",
+                                           P "keys/import/action",
+                                           P "keys/release/action",
+                                           P "keys/backup/action",
+                                           P "keys/restore/action",
+                                           P "keys/encrypt/action",
+                                           P "keys/decrypt/action",
+                                           P "keys/wrap/action",
+                                           P "keys/unwrap/action",
+                                           P "keys/sign/action",
+                                           P "keys/verify/action",
+                                           P "keys/derive/action",
+                                           P "rng/action",
+                                           NULL};
+static const char *const policy_actions[] = {P "roleDefinitions/read/action",
+                                             P "roleDefinitions/write/action",
+                                             P "roleDefinitions/delete/action",
+                                             P "roleAssignments/read/action",
+                                             P "roleAssignments/write/action",
+                                             P "roleAssignments/delete/action",
+                                             NULL};
+static const char *const auditor_actions[] = {P "roleAssignments/read/action",
+                                              P "roleDefinitions/read/action", P "keys/read/action",
+                                              P "keys/deletedKeys/read/action", NULL};
+static const char *const service_enc_actions[] = {P "keys/read/action", P "keys/wrap/action",
+                                                  P "keys/unwrap/action", NULL};
 static const char *const service_rel_actions[] = {P "keys/release/action", NULL};
-static const char *const backup_actions[] = {
-    P "backup/start/action", P "backup/status/action", P "keys/backup/action", NULL};
-static const char *const restore_actions[] = {
-    P "keys/restore/action", P "restore/start/action", P "restore/status/action", NULL};
+static const char *const backup_actions[] = {P "backup/start/action", P "backup/status/action",
+                                             P "keys/backup/action", NULL};
+static const char *const restore_actions[] = {P "keys/restore/action", P "restore/start/action",
+                                              P "restore/status/action", NULL};
 #undef P
 
 static struct mh_rbac_builtin builtins[] = {
@@ -165,8 +187,8 @@ static struct mh_rbac_builtin builtins[] = {
      "Grants permissions to use a key for service encryption (read, wrap, unwrap).",
      service_enc_actions, 0},
     {MH_RBAC_ROLE_SERVICE_REL, "Managed HSM Crypto Service Release User",
-     "Grants permissions to release a key to a trusted execution environment.",
-     service_rel_actions, 0},
+     "Grants permissions to release a key to a trusted execution environment.", service_rel_actions,
+     0},
     {MH_RBAC_ROLE_BACKUP, "Managed HSM Backup User",
      "Grants permissions to perform a full HSM or single key backup.", backup_actions, 0},
     {MH_RBAC_ROLE_RESTORE, "Managed HSM Restore",

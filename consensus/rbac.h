@@ -30,42 +30,42 @@
  * order is the bit order of masks; never reorder (masks are not persisted, but
  * tests and logs name bits). */
 enum mh_action {
-    MH_ACT_KEY_READ = 0,      /* keys/read/action */
-    MH_ACT_KEY_WRITE,         /* keys/write/action */
-    MH_ACT_DELETED_READ,      /* keys/deletedKeys/read/action */
-    MH_ACT_RECOVER,           /* keys/deletedKeys/recover/action */
-    MH_ACT_BACKUP,            /* keys/backup/action */
-    MH_ACT_RESTORE,           /* keys/restore/action */
-    MH_ACT_RA_DELETE,         /* roleAssignments/delete/action */
-    MH_ACT_RA_READ,           /* roleAssignments/read/action */
-    MH_ACT_RA_WRITE,          /* roleAssignments/write/action */
-    MH_ACT_RD_READ,           /* roleDefinitions/read/action */
-    MH_ACT_RD_WRITE,          /* roleDefinitions/write/action */
-    MH_ACT_RD_DELETE,         /* roleDefinitions/delete/action */
-    MH_ACT_ENCRYPT,           /* keys/encrypt/action */
-    MH_ACT_DECRYPT,           /* keys/decrypt/action */
-    MH_ACT_WRAP,              /* keys/wrap/action */
-    MH_ACT_UNWRAP,            /* keys/unwrap/action */
-    MH_ACT_SIGN,              /* keys/sign/action */
-    MH_ACT_VERIFY,            /* keys/verify/action */
-    MH_ACT_KEY_CREATE,        /* keys/create */
-    MH_ACT_KEY_DELETE,        /* keys/delete */
-    MH_ACT_EXPORT,            /* keys/export/action */
-    MH_ACT_RELEASE,           /* keys/release/action */
-    MH_ACT_KEY_IMPORT,        /* keys/import/action */
-    MH_ACT_PURGE,             /* keys/deletedKeys/delete */
-    MH_ACT_SD_DOWNLOAD,       /* securitydomain/download/action */
-    MH_ACT_SD_READ,           /* securitydomain/download/read */
-    MH_ACT_SD_UPLOAD,         /* securitydomain/upload/action */
-    MH_ACT_SD_UPLOAD_READ,    /* securitydomain/upload/read */
-    MH_ACT_SD_TRANSFERKEY,    /* securitydomain/transferkey/read */
-    MH_ACT_BACKUP_START,      /* backup/start/action */
-    MH_ACT_RESTORE_START,     /* restore/start/action */
-    MH_ACT_BACKUP_STATUS,     /* backup/status/action */
-    MH_ACT_RESTORE_STATUS,    /* restore/status/action */
-    MH_ACT_RNG,               /* rng/action */
-    MH_ACT_ROTATE,            /* keys/rotate/action */
-    MH_ACT_DERIVE,            /* keys/derive/action */
+    MH_ACT_KEY_READ = 0,   /* keys/read/action */
+    MH_ACT_KEY_WRITE,      /* keys/write/action */
+    MH_ACT_DELETED_READ,   /* keys/deletedKeys/read/action */
+    MH_ACT_RECOVER,        /* keys/deletedKeys/recover/action */
+    MH_ACT_BACKUP,         /* keys/backup/action */
+    MH_ACT_RESTORE,        /* keys/restore/action */
+    MH_ACT_RA_DELETE,      /* roleAssignments/delete/action */
+    MH_ACT_RA_READ,        /* roleAssignments/read/action */
+    MH_ACT_RA_WRITE,       /* roleAssignments/write/action */
+    MH_ACT_RD_READ,        /* roleDefinitions/read/action */
+    MH_ACT_RD_WRITE,       /* roleDefinitions/write/action */
+    MH_ACT_RD_DELETE,      /* roleDefinitions/delete/action */
+    MH_ACT_ENCRYPT,        /* keys/encrypt/action */
+    MH_ACT_DECRYPT,        /* keys/decrypt/action */
+    MH_ACT_WRAP,           /* keys/wrap/action */
+    MH_ACT_UNWRAP,         /* keys/unwrap/action */
+    MH_ACT_SIGN,           /* keys/sign/action */
+    MH_ACT_VERIFY,         /* keys/verify/action */
+    MH_ACT_KEY_CREATE,     /* keys/create */
+    MH_ACT_KEY_DELETE,     /* keys/delete */
+    MH_ACT_EXPORT,         /* keys/export/action */
+    MH_ACT_RELEASE,        /* keys/release/action */
+    MH_ACT_KEY_IMPORT,     /* keys/import/action */
+    MH_ACT_PURGE,          /* keys/deletedKeys/delete */
+    MH_ACT_SD_DOWNLOAD,    /* securitydomain/download/action */
+    MH_ACT_SD_READ,        /* securitydomain/download/read */
+    MH_ACT_SD_UPLOAD,      /* securitydomain/upload/action */
+    MH_ACT_SD_UPLOAD_READ, /* securitydomain/upload/read */
+    MH_ACT_SD_TRANSFERKEY, /* securitydomain/transferkey/read */
+    MH_ACT_BACKUP_START,   /* backup/start/action */
+    MH_ACT_RESTORE_START,  /* restore/start/action */
+    MH_ACT_BACKUP_STATUS,  /* backup/status/action */
+    MH_ACT_RESTORE_STATUS, /* restore/status/action */
+    MH_ACT_RNG,            /* rng/action */
+    MH_ACT_ROTATE,         /* keys/rotate/action */
+    MH_ACT_DERIVE,         /* keys/derive/action */
     MH_ACT_COUNT
 };
 _Static_assert(MH_ACT_COUNT <= 64, "an action set is a 64-bit mask");
@@ -93,11 +93,11 @@ MH_MUST_USE int mh_rbac_role_mask(char *const *data_actions, size_t n_data,
 /* ---- built-in roles ---------------------------------------------------- */
 
 struct mh_rbac_builtin {
-    const char *id;          /* lower-case GUID */
-    const char *name;        /* "Managed HSM Crypto User" */
+    const char *id;   /* lower-case GUID */
+    const char *name; /* "Managed HSM Crypto User" */
     const char *description;
     const char *const *data_actions; /* full names, NULL-terminated */
-    uint64_t mask;           /* the same as a set */
+    uint64_t mask;                   /* the same as a set */
 };
 
 #define MH_RBAC_ROLE_ADMIN          "a290e904-7015-4bba-90c8-60543313cdb4"
@@ -121,13 +121,14 @@ const struct mh_rbac_builtin *mh_rbac_builtin_by_name(const char *name);
 
 /* ---- identifiers and scopes --------------------------------------------- */
 
-#define MH_RBAC_GUID_LEN       36
-#define MH_RBAC_ROLE_NAME_MAX  512
-#define MH_RBAC_DESC_MAX       1024
-#define MH_RBAC_PRINCIPAL_MAX  256
-#define MH_RBAC_SCOPE_MAX      (6 + 127) /* "/keys/" + a key name */
-#define MH_RBAC_MAX_ACTIONS    64        /* patterns per dataActions / notDataActions list */
-#define MH_RBAC_DEF_ID_PREFIX  "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/"
+#define MH_RBAC_GUID_LEN      36
+#define MH_RBAC_ROLE_NAME_MAX 512
+#define MH_RBAC_DESC_MAX      1024
+#define MH_RBAC_PRINCIPAL_MAX 256
+#define MH_RBAC_SCOPE_MAX     (6 + 127) /* "/keys/" + a key name */
+#define MH_RBAC_MAX_ACTIONS   64        /* patterns per dataActions / notDataActions list */
+#define MH_RBAC_DEF_ID_PREFIX                                                                      \
+    "Microsoft.KeyVault/providers/Microsoft.Authorization/roleDefinitions/"
 
 /* True when |s| is a GUID: 8-4-4-4-12 hex digits (either case). */
 bool mh_rbac_is_guid(const char *s);

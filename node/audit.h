@@ -51,10 +51,10 @@
 #include "node/rpc.h"
 
 struct mh_audit_config {
-    const char *dir;              /* created (0700) when missing */
+    const char *dir; /* created (0700) when missing */
     uint64_t node_id;
-    const char *hsm_name;         /* the "resource" field */
-    uint64_t max_file_bytes;      /* rotate at this size */
+    const char *hsm_name;    /* the "resource" field */
+    uint64_t max_file_bytes; /* rotate at this size */
     unsigned checkpoint_interval_ms;
 };
 
@@ -75,8 +75,7 @@ MH_MUST_USE int mh_audit_open(uv_loop_t *loop, const struct mh_audit_config *cfg
 MH_MUST_USE int mh_audit_set_signer(struct mh_audit *a, const struct mh_secret *seed);
 
 /* The signer's raw public key. MH_ENOTACTIVE before mh_audit_set_signer. */
-MH_MUST_USE int mh_audit_public_key(const struct mh_audit *a,
-                                    uint8_t out[MH_AUDITLOG_PUBKEY_LEN]);
+MH_MUST_USE int mh_audit_public_key(const struct mh_audit *a, uint8_t out[MH_AUDITLOG_PUBKEY_LEN]);
 
 /* mh_audit_request writes the record of |d|. 0, or MH_EAUDIT (the log is failed). */
 MH_MUST_USE int mh_audit_request(struct mh_audit *a, const struct mh_rpc_done *d);

@@ -54,9 +54,9 @@ struct mh_config {
     unsigned max_assignments_hsm;     /* default 50 (scope "/" and "/keys"); 1..100000 */
     unsigned max_assignments_per_key; /* default 10; 1..10000 */
     /* [audit] */
-    char audit_dir[512];               /* default <data_dir>/audit */
-    uint64_t audit_max_file_bytes;     /* default 64 MiB; 4 KiB .. 64 GiB */
-    unsigned audit_checkpoint_ms;      /* default 10000; 100 .. 3600000 */
+    char audit_dir[512];           /* default <data_dir>/audit */
+    uint64_t audit_max_file_bytes; /* default 64 MiB; 4 KiB .. 64 GiB */
+    unsigned audit_checkpoint_ms;  /* default 10000; 100 .. 3600000 */
     /* [limits] */
     unsigned retention_days_default; /* default 90; 7..90 */
     unsigned max_versions_per_key;   /* default 100; 1..10000 */

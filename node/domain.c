@@ -38,6 +38,9 @@ int mh_domain_from_root(const struct mh_secret *root, struct mh_domain **out)
     rv = mh_seal_derive(&d->root, MH_PURPOSE_BACKUP, &d->backup);
     if (rv < 0)
         goto err;
+    rv = mh_seal_derive(&d->root, MH_PURPOSE_AUDIT_SIGN, &d->audit);
+    if (rv < 0)
+        goto err;
     rv = mh_hkdf_sha256(d->root.data, d->root.len, NULL, 0, (const uint8_t *)id_label,
                         sizeof id_label - 1, MH_DOMAIN_ID_LEN, &id);
     if (rv < 0)
@@ -67,6 +70,7 @@ void mh_domain_free(struct mh_domain *d)
     mh_secret_free(&d->root);
     mh_secret_free(&d->kwk);
     mh_secret_free(&d->backup);
+    mh_secret_free(&d->audit);
     free(d);
 }
 

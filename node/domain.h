@@ -24,6 +24,7 @@ struct mh_domain {
     struct mh_secret root;   /* 32 bytes */
     struct mh_secret kwk;    /* key-wrapping key (MH_PURPOSE_KEY_WRAP) */
     struct mh_secret backup; /* backup key (MH_PURPOSE_BACKUP) */
+    struct mh_secret audit;  /* audit checkpoint signing seed (MH_PURPOSE_AUDIT_SIGN) */
     uint8_t id[MH_DOMAIN_ID_LEN];
 };
 

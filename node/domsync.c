@@ -54,6 +54,7 @@ static void unwrap_done(struct mh_work *w)
         n->domain = u->domain;
         n->retention_days = u->retention_days;
         u->domain = NULL;
+        mh_node_domain_loaded(n);
         MH_INFO("domsync",
                 "msg=\"security domain received from node %llu, sealed locally; serving keys\"",
                 (unsigned long long)u->from);

@@ -116,6 +116,7 @@ static int boot_domain(struct mh_node *n)
     } else {
         n->domain = d;
         n->retention_days = dom->retention_days;
+        mh_node_domain_loaded(n);
         MH_INFO("node", "security domain loaded (retention %u days)", dom->retention_days);
     }
     mh_store_free(dom);

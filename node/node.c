@@ -4,7 +4,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "crypto/rand.h"
+#include "node/audit.h"
+#include "node/authz.h"
 #include "node/status.h"
 
 bool mh_node_gate(struct mh_node *n, struct mh_rpc_call *call, bool need_domain)
@@ -41,6 +44,18 @@ bool mh_node_gate(struct mh_node *n, struct mh_rpc_call *call, bool need_domain)
         return false;
     }
     return true;
+}
+
+void mh_node_domain_loaded(struct mh_node *n)
+{
+    /* Role state may have been read before the domain arrived; nothing in it
+     * depends on the domain, but a fresh start is cheap and obviously right. */
+    mh_authz_invalidate(n);
+    if (n->audit == NULL || n->domain == NULL)
+        return;
+    int rv = mh_audit_set_signer(n->audit, &n->domain->audit);
+    if (rv < 0)
+        MH_ERROR("audit", "audit signing key not installed: %s", mh_strerror(rv));
 }
 
 int64_t mh_node_now(void)

@@ -77,6 +77,11 @@ void mh_domsync_stop(struct mh_node *n);
  * activate) and returns false. Loop thread. */
 bool mh_node_gate(struct mh_node *n, struct mh_rpc_call *call, bool need_domain);
 
+/* mh_node_domain_loaded is called right after n->domain is set (at start from the
+ * sealed copy, after activation, after domsync received it): it hands the audit
+ * signing key to the audit log. Loop thread. */
+void mh_node_domain_loaded(struct mh_node *n);
+
 /* Wall-clock seconds for command timestamps and nbf/exp checks. */
 int64_t mh_node_now(void);
 

@@ -91,12 +91,12 @@ void mh_rpc_server_set_serving(struct mh_rpc_server *srv, bool serving);
  * transport with the stream (fixed buffers, no allocation); set through the
  * mh_rpc_call_note_* functions, empty strings when unknown. */
 struct mh_rpc_note {
-    int action;          /* enum mh_action, or -1 (none checked), -2 (any client) */
-    int decision;        /* 0 none, 1 allowed, -1 denied */
-    char key[128];       /* key name the call is about */
-    char version[33];    /* key version, when known */
-    char scope[140];     /* RBAC scope checked ("/", "/keys/<name>") */
-    char request_id[129];/* the write's request id (correlationId) */
+    int action;           /* enum mh_action, or -1 (none checked), -2 (any client) */
+    int decision;         /* 0 none, 1 allowed, -1 denied */
+    char key[128];        /* key name the call is about */
+    char version[33];     /* key version, when known */
+    char scope[140];      /* RBAC scope checked ("/", "/keys/<name>") */
+    char request_id[129]; /* the write's request id (correlationId) */
 };
 
 /* One finished request, exactly once per HTTP/2 request stream: answered (reply,

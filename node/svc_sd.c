@@ -116,6 +116,7 @@ static void download_committed(struct mh_proposal *p, int rc, const struct mh_fs
     n->domain = d->domain;
     n->retention_days = d->retention_days;
     d->domain = NULL;
+    mh_node_domain_loaded(n);
     MH_INFO("sd",
             "activated: security domain downloaded by %s (quorum %u of %zu, retention %u "
             "days)",
