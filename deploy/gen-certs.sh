@@ -16,6 +16,9 @@
 #                                 control plane (mhsm cluster ...), no data-plane role
 #   admin.pem admin.key           client certificate, SAN URI spiffe://mhsm/admin
 #   app.pem app.key               client certificate, SAN URI spiffe://mhsm/app
+#   officer, auditor, user2,      more client certificates (.pem/.key), SAN URI
+#   keyuser, custom, policy       spiffe://mhsm/<name>: identities for the RBAC tests
+#                                 (they hold no role until one is assigned)
 #   foreign-ca.pem foreign-ca.key a second, unrelated CA (not trusted by mhsmd)
 #   foreign-node.pem/.key         node certificate for raft id 4 from the foreign CA (must
 #                                 never join)
@@ -130,8 +133,10 @@ make_custodian() { # name: self-signed RSA-2048, the form Azure's CLI documents 
     install_pair "$name"
 }
 
+CLIENTS="officer auditor user2 keyuser custom policy"
+
 # A leaf signed by a CA that was regenerated would no longer verify: regenerate it.
-for pair in "ca:server node1 node2 node3 node4 node5 operator admin app" "foreign-ca:foreign foreign-node"; do
+for pair in "ca:server node1 node2 node3 node4 node5 operator admin app $CLIENTS" "foreign-ca:foreign foreign-node"; do
     ca=${pair%%:*}
     if ! have "$ca"; then
         for leaf in ${pair#*:}; do rm -f "$OUT/$leaf.pem" "$OUT/$leaf.key"; done
@@ -148,6 +153,9 @@ done
 make_leaf operator ca "mhsm operator" "clientAuth" "URI:spiffe://mhsm/operator"
 make_leaf admin ca "mhsm admin" "clientAuth" "URI:spiffe://mhsm/admin"
 make_leaf app ca "mhsm app" "clientAuth" "URI:spiffe://mhsm/app"
+for c in $CLIENTS; do
+    make_leaf "$c" ca "mhsm $c" "clientAuth" "URI:spiffe://mhsm/$c"
+done
 make_ca foreign-ca "foreign CA (not trusted by mhsm)"
 make_leaf foreign foreign-ca "mhsm admin" "clientAuth" "URI:spiffe://mhsm/admin"
 make_leaf foreign-node foreign-ca "mhsm node 4 (foreign)" "serverAuth,clientAuth" \
