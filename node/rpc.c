@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/buf.h"
 #include "common/log.h"
@@ -42,6 +43,8 @@
 #define ARENA_CHUNK   4096
 #define ARENA_SLACK   (64 * 1024)
 #define PRINCIPAL_MAX 1024
+/* The audit record names an unrouted :path, cut at this many bytes. */
+#define AUDIT_PATH_MAX 200
 
 /* ---- zeroizing allocator for nghttp2 ------------------------------------
  * Decrypted request bytes (which may be key material being imported) pass
@@ -214,6 +217,13 @@ struct stream {
     uint8_t *out;
     size_t out_len, out_off;
     struct mh_rpc_call *call;
+    /* audit: exactly one record per stream */
+    bool audited;
+    uint64_t call_id;
+    int64_t start_unix_ms;
+    uint64_t start_hr; /* uv_hrtime at the headers */
+    struct mh_rpc_note note;
+    char path[AUDIT_PATH_MAX + 1]; /* the requested :path when unrouted */
 };
 
 struct mh_rpc_call {
@@ -257,6 +267,9 @@ struct mh_rpc_server {
     struct route *routes;
     size_t n_routes;
     bool serving;
+    mh_rpc_audit_fn audit;
+    mh_rpc_admit_fn admit;
+    void *audit_data;
     nghttp2_session_callbacks *cbs;
     nghttp2_option *opt;
     nghttp2_mem mem;
@@ -413,6 +426,60 @@ static void stream_detach_call(struct stream *s)
     s->call = NULL;
 }
 
+/* ---- audit ---------------------------------------------------------------- */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Reports the end of |s| to the audit hook, once per stream. < 0: the record
+ * could not be written and the caller must not serve the answer it meant to. */
+static int stream_audit(struct stream *s, int grpc_status, int http_status, const char *msg,
+                        bool cancelled)
+{
+    struct mh_rpc_server *srv = s->conn->srv;
+    if (s->audited)
+        return 0;
+    s->audited = true;
+    if (srv->audit == NULL)
+        return 0;
+    struct mh_rpc_done d = {
+        .call_id = s->call_id,
+        .method = s->route != NULL ? s->route->path : s->path,
+        .known_method = s->route != NULL,
+        .principal = s->conn->principal != NULL ? s->conn->principal : "",
+        .peer = s->conn->peer,
+        .start_unix_ms = s->start_unix_ms,
+        .duration_us = (uv_hrtime() - s->start_hr) / 1000u,
+        .grpc_status = grpc_status,
+        .http_status = http_status,
+        .message = msg,
+        .cancelled = cancelled,
+        .note = &s->note,
+    };
+    return srv->audit(srv->audit_data, &d);
+}
+
+/* The requested :path for the record of an unrouted request: printable ASCII
+ * (anything else becomes '?'), at most AUDIT_PATH_MAX bytes. */
+static void stream_keep_path(struct stream *s, const uint8_t *v, size_t len)
+{
+    if (len > AUDIT_PATH_MAX)
+        len = AUDIT_PATH_MAX;
+    for (size_t i = 0; i < len; i++)
+        s->path[i] = v[i] >= 0x20 && v[i] <= 0x7E ? (char)v[i] : '?';
+    s->path[len] = 0;
+}
+
+static bool is_health_check(const struct route *r)
+{
+    return r != NULL && r->method == &grpc__health__v1__health__descriptor.methods[0];
+}
+
 /* ---- responses ---------------------------------------------------------- */
 
 static void stream_free_out(struct stream *s)
@@ -428,6 +495,8 @@ static void stream_http_error(struct stream *s, const char *status)
 {
     if (s->answered)
         return;
+    /* A bare HTTP refusal serves nothing: it stands even when unaudited. */
+    (void)stream_audit(s, -1, atoi(status), NULL, false);
     s->answered = true;
     stream_detach_call(s);
     nghttp2_nv nva[] = {NV(":status", status, strlen(status))};
@@ -441,10 +510,14 @@ static void stream_fail(struct stream *s, enum mh_grpc_status status, const char
 {
     if (s->answered)
         return;
-    s->answered = true;
-    stream_detach_call(s);
     if (status <= MH_GRPC_OK || status > MH_GRPC_UNAUTHENTICATED)
         status = MH_GRPC_UNKNOWN;
+    if (stream_audit(s, (int)status, 200, msg, false) < 0 && status != MH_GRPC_UNAVAILABLE) {
+        status = MH_GRPC_UNAVAILABLE;
+        msg = mh_strerror(MH_EAUDIT);
+    }
+    s->answered = true;
+    stream_detach_call(s);
     char code[4], text[GRPC_MESSAGE_MAX * 3 + 1];
     snprintf(code, sizeof code, "%d", (int)status);
     nghttp2_nv nva[4] = {
@@ -545,6 +618,13 @@ void mh_rpc_reply(struct mh_rpc_call *call, const ProtobufCMessage *response)
         stream_fail(s, MH_GRPC_INTERNAL, "internal error: pack failed");
         goto out;
     }
+    /* The health check answers NOT_SERVING while the log fails: it must get out. */
+    if (stream_audit(s, MH_GRPC_OK, 200, NULL, false) < 0 && !is_health_check(s->route)) {
+        mh_wipe(buf, total);
+        free(buf);
+        stream_fail(s, MH_GRPC_UNAVAILABLE, mh_strerror(MH_EAUDIT));
+        goto out;
+    }
     stream_send(s, buf, total);
 out:
     /* After packing: |response| may live in the call's arena. */
@@ -563,8 +643,9 @@ void mh_rpc_fail(struct mh_rpc_call *call, enum mh_grpc_status status, const cha
     }
     s->call = NULL;
     call->stream = NULL;
-    call_free(call);
+    /* |message| may live in the call's arena. */
     stream_fail(s, status, message);
+    call_free(call);
     conn_pump(s->conn);
 }
 
@@ -603,6 +684,42 @@ void *mh_rpc_call_alloc(struct mh_rpc_call *call, size_t size)
     return arena_alloc(&call->arena, size);
 }
 
+static void note_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+void mh_rpc_call_note_authz(struct mh_rpc_call *call, int action, bool allowed, const char *scope)
+{
+    if (call == NULL || call->stream == NULL)
+        return;
+    struct mh_rpc_note *n = &call->stream->note;
+    n->action = action;
+    n->decision = allowed ? 1 : -1;
+    if (scope != NULL)
+        note_copy(n->scope, sizeof n->scope, scope);
+}
+
+void mh_rpc_call_note_key(struct mh_rpc_call *call, const char *key, const char *version)
+{
+    if (call == NULL || call->stream == NULL)
+        return;
+    struct mh_rpc_note *n = &call->stream->note;
+    if (key != NULL)
+        note_copy(n->key, sizeof n->key, key);
+    if (version != NULL)
+        note_copy(n->version, sizeof n->version, version);
+}
+
+void mh_rpc_call_note_request_id(struct mh_rpc_call *call, const char *request_id)
+{
+    if (call == NULL || call->stream == NULL || request_id == NULL)
+        return;
+    note_copy(call->stream->note.request_id, sizeof call->stream->note.request_id, request_id);
+}
+
 /* ---- streams ------------------------------------------------------------ */
 
 static void stream_free(struct stream *s)
@@ -614,6 +731,8 @@ static void stream_free(struct stream *s)
         c->streams = s->next;
     if (s->next != NULL)
         s->next->prev = s->prev;
+    /* Ended before any answer: reset by the client or the connection went away. */
+    (void)stream_audit(s, MH_GRPC_CANCELLED, 0, "cancelled", true);
     stream_detach_call(s);
     mh_buf_free(&s->msg);
     stream_free_out(s);
@@ -720,11 +839,20 @@ static void stream_dispatch(struct stream *s)
 {
     struct mh_rpc_server *srv = s->conn->srv;
     const struct route *r = s->route;
+    if (srv->admit != NULL && !is_health_check(r)) {
+        /* Before the handler: nothing may happen that cannot be recorded. */
+        const char *why = srv->admit(srv->audit_data);
+        if (why != NULL) {
+            stream_fail(s, MH_GRPC_UNAVAILABLE, why);
+            return;
+        }
+    }
     struct mh_rpc_call *call = call_new(s->conn, s);
     if (call == NULL) {
         stream_fail(s, MH_GRPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
+    s->call_id = call->id;
     /* Budget for decoding: 4x the wire size + slack (see tech notes, protobuf-c). */
     call->arena.budget = sat_size_add(sat_size_mul(s->msg_len, 4), ARENA_SLACK);
     call->request = protobuf_c_message_unpack(r->method->input, &call->pa, s->msg.len, s->msg.data);
@@ -779,6 +907,9 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     s->conn = c;
     s->id = frame->hd.stream_id;
+    s->start_unix_ms = wall_ms();
+    s->start_hr = uv_hrtime();
+    s->note.action = -1;
     s->next = c->streams;
     if (c->streams != NULL)
         c->streams->prev = s;
@@ -811,6 +942,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
         return 0; /* request trailers carry nothing we use */
     if (hdr_is(name, namelen, ":path")) {
         s->route = find_route(c->srv, value, valuelen);
+        if (s->route == NULL)
+            stream_keep_path(s, value, valuelen);
     } else if (hdr_is(name, namelen, ":method")) {
         s->is_post = hdr_is(value, valuelen, "POST");
     } else if (hdr_is(name, namelen, "content-type")) {
@@ -1409,9 +1542,9 @@ static void health_check(struct mh_rpc_call *call, const ProtobufCMessage *reque
         return;
     }
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-    resp.status = srv->serving
-                      ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-                      : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    bool serving = srv->serving && (srv->admit == NULL || srv->admit(srv->audit_data) == NULL);
+    resp.status = serving ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
     mh_rpc_reply(call, &resp.base);
 }
 
@@ -1523,6 +1656,14 @@ int mh_rpc_server_add_service(struct mh_rpc_server *srv, const ProtobufCServiceD
 void mh_rpc_server_set_serving(struct mh_rpc_server *srv, bool serving)
 {
     srv->serving = serving;
+}
+
+void mh_rpc_server_set_audit(struct mh_rpc_server *srv, mh_rpc_audit_fn audit,
+                             mh_rpc_admit_fn admit, void *data)
+{
+    srv->audit = audit;
+    srv->admit = admit;
+    srv->audit_data = data;
 }
 
 int mh_rpc_server_listen(struct mh_rpc_server *srv)
