@@ -4,11 +4,13 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "consensus/rbac.h"
 
 struct mh_fsm {
     struct mh_store *st;
@@ -17,7 +19,8 @@ struct mh_fsm {
 };
 
 #define SNAP_MAGIC    "MHSMSNAP"
-#define SNAP_VERSION  1u
+#define SNAP_VERSION  2u /* 5 databases; version 1 had 4 (no rbac) */
+#define SNAP_V1_NDB   4u
 #define SNAP_HASH_LEN 32u
 #define SECS_PER_DAY  86400
 
@@ -26,6 +29,8 @@ typedef Mhsm__Internal__KeyRecord KeyRecord;
 typedef Mhsm__Internal__KeyVersionRecord VersionRecord;
 typedef Mhsm__Internal__DomainRecord DomainRecord;
 typedef Mhsm__Internal__RequestRecord RequestRecord;
+typedef Mhsm__Internal__RoleDefinitionRecord RoleDef;
+typedef Mhsm__Internal__RoleAssignmentRecord RoleAssignment;
 
 int mh_fsm_new(struct mh_store *store, struct mh_fsm **out)
 {
@@ -232,6 +237,507 @@ static bool is_store_error(int rv)
     return rv < 0 && rv != MH_ENOTFOUND;
 }
 
+/* ---- RBAC records ------------------------------------------------------
+ *
+ * Layout (consensus/store.h): "d" 0 id, "a" 0 name, and the index entries
+ * "p" 0 principal 0 name, "s" 0 scope 0 name, "r" 0 role id 0 name with empty
+ * values. Every string in a key is validated first, so keys stay under 511 bytes
+ * and never contain a NUL of their own. */
+
+#define RBAC_KEY_MAX 512
+
+static int rbac_key(char tag, const char *a, const char *b, uint8_t out[RBAC_KEY_MAX], size_t *len)
+{
+    size_t al = strlen(a), bl = b != NULL ? strlen(b) : 0;
+    size_t n = 2 + al + (b != NULL ? 1 + bl : 0);
+    if (n > 511)
+        return MH_EINVAL;
+    out[0] = (uint8_t)tag;
+    out[1] = 0;
+    memcpy(out + 2, a, al);
+    if (b != NULL) {
+        out[2 + al] = 0;
+        memcpy(out + 3 + al, b, bl);
+    }
+    *len = n;
+    return 0;
+}
+
+static bool lower_guid(const char *s)
+{
+    if (!mh_rbac_is_guid(s))
+        return false;
+    for (; *s != 0; s++)
+        if (*s >= 'A' && *s <= 'F')
+            return false;
+    return true;
+}
+
+static bool valid_patterns(char *const *p, size_t n)
+{
+    if (n > MH_RBAC_MAX_ACTIONS)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] == NULL || strnlen(p[i], 257) > 256)
+            return false;
+    return true;
+}
+
+/* The rules on a definition's own fields; |*mask| receives its action set. */
+static bool valid_definition(const RoleDef *d, uint64_t *mask)
+{
+    size_t nl = strnlen(d->role_name, MH_RBAC_ROLE_NAME_MAX + 1);
+    if (!lower_guid(d->id) || nl == 0 || nl > MH_RBAC_ROLE_NAME_MAX ||
+        strnlen(d->description, MH_RBAC_DESC_MAX + 1) > MH_RBAC_DESC_MAX ||
+        d->n_data_actions == 0 || !valid_patterns(d->data_actions, d->n_data_actions) ||
+        !valid_patterns(d->not_data_actions, d->n_not_data_actions))
+        return false;
+    return mh_rbac_role_mask(d->data_actions, d->n_data_actions, d->not_data_actions,
+                             d->n_not_data_actions, mask, NULL) == 0;
+}
+
+static bool valid_assignment(const RoleAssignment *a)
+{
+    const char *key;
+    return a != NULL && lower_guid(a->name) && lower_guid(a->role_id) &&
+           mh_rbac_valid_principal(a->principal_id) && a->scope[0] != 0 &&
+           mh_rbac_parse_scope(a->scope, &key) == 0;
+}
+
+static int rbac_get(struct mh_fsm *fsm, MDB_txn *txn, char tag, const char *id,
+                    const ProtobufCMessageDescriptor *desc, void **out)
+{
+    *out = NULL;
+    uint8_t k[RBAC_KEY_MAX];
+    size_t kl;
+    if (rbac_key(tag, id, NULL, k, &kl) < 0)
+        return MH_ENOTFOUND;
+    return mh_store_txn_get(fsm->st, txn, MH_STORE_RBAC, k, kl, desc, out);
+}
+
+static int get_def(struct mh_fsm *fsm, MDB_txn *txn, const char *id, RoleDef **out)
+{
+    return rbac_get(fsm, txn, 'd', id, &mhsm__internal__role_definition_record__descriptor,
+                    (void **)out);
+}
+
+static int get_assignment(struct mh_fsm *fsm, MDB_txn *txn, const char *name, RoleAssignment **out)
+{
+    return rbac_get(fsm, txn, 'a', name, &mhsm__internal__role_assignment_record__descriptor,
+                    (void **)out);
+}
+
+static int rbac_put_raw(struct mh_fsm *fsm, MDB_txn *txn, const uint8_t *k, size_t kl)
+{
+    MDB_val kv = {kl, (void *)(uintptr_t)k}, v = {0, NULL};
+    int rc = mdb_put(txn, mh_store_dbi(fsm->st, MH_STORE_RBAC), &kv, &v, 0);
+    if (rc != 0) {
+        MH_ERROR("fsm", "op=put_index err=\"%s\"", mdb_strerror(rc));
+        return MH_ESTORE;
+    }
+    return 0;
+}
+
+static int rbac_del_raw(struct mh_fsm *fsm, MDB_txn *txn, const uint8_t *k, size_t kl)
+{
+    MDB_val kv = {kl, (void *)(uintptr_t)k};
+    int rc = mdb_del(txn, mh_store_dbi(fsm->st, MH_STORE_RBAC), &kv, NULL);
+    if (rc != 0) {
+        /* The indexes are written with the record: a missing one is corruption. */
+        MH_ERROR("fsm", "op=del_rbac err=\"%s\"", mdb_strerror(rc));
+        return rc == MDB_NOTFOUND ? MH_ECORRUPT : MH_ESTORE;
+    }
+    return 0;
+}
+
+/* Stores |a| and its three index entries (|a| already validated). */
+static int put_assignment(struct mh_fsm *fsm, MDB_txn *txn, const RoleAssignment *a)
+{
+    uint8_t k[RBAC_KEY_MAX];
+    size_t kl;
+    MH_TRY(rbac_key('a', a->name, NULL, k, &kl));
+    MH_TRY(mh_store_txn_put(fsm->st, txn, MH_STORE_RBAC, k, kl, &a->base));
+    MH_TRY(rbac_key('p', a->principal_id, a->name, k, &kl));
+    MH_TRY(rbac_put_raw(fsm, txn, k, kl));
+    MH_TRY(rbac_key('s', a->scope, a->name, k, &kl));
+    MH_TRY(rbac_put_raw(fsm, txn, k, kl));
+    MH_TRY(rbac_key('r', a->role_id, a->name, k, &kl));
+    return rbac_put_raw(fsm, txn, k, kl);
+}
+
+static int del_assignment(struct mh_fsm *fsm, MDB_txn *txn, const RoleAssignment *a)
+{
+    uint8_t k[RBAC_KEY_MAX];
+    size_t kl;
+    MH_TRY(rbac_key('a', a->name, NULL, k, &kl));
+    MH_TRY(rbac_del_raw(fsm, txn, k, kl));
+    MH_TRY(rbac_key('p', a->principal_id, a->name, k, &kl));
+    MH_TRY(rbac_del_raw(fsm, txn, k, kl));
+    MH_TRY(rbac_key('s', a->scope, a->name, k, &kl));
+    MH_TRY(rbac_del_raw(fsm, txn, k, kl));
+    MH_TRY(rbac_key('r', a->role_id, a->name, k, &kl));
+    return rbac_del_raw(fsm, txn, k, kl);
+}
+
+/* Calls |fn| for every key under |prefix| in key order with the part after the
+ * prefix and the value, until |fn| returns non-zero (returned) or the range ends (0). */
+typedef int (*walk_fn)(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest, const MDB_val *val,
+                       void *arg);
+
+static int walk_prefix(struct mh_fsm *fsm, MDB_txn *txn, const uint8_t *prefix, size_t pl,
+                       walk_fn fn, void *arg)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, mh_store_dbi(fsm->st, MH_STORE_RBAC), &cur);
+    if (rc != 0) {
+        MH_ERROR("fsm", "op=cursor_open err=\"%s\"", mdb_strerror(rc));
+        return MH_ESTORE;
+    }
+    int rv = 0;
+    MDB_val k = {pl, (void *)(uintptr_t)prefix}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < pl || memcmp(k.mv_data, prefix, pl) != 0)
+            break;
+        MDB_val rest = {k.mv_size - pl, (uint8_t *)k.mv_data + pl};
+        rv = fn(fsm, txn, &rest, &v, arg);
+        if (rv != 0)
+            break;
+    }
+    if (rv == 0 && rc != 0 && rc != MDB_NOTFOUND) {
+        MH_ERROR("fsm", "op=cursor_get err=\"%s\"", mdb_strerror(rc));
+        rv = MH_ESTORE;
+    }
+    mdb_cursor_close(cur);
+    return rv;
+}
+
+static int count_fn(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest, const MDB_val *val,
+                    void *arg)
+{
+    (void)fsm, (void)txn, (void)rest, (void)val;
+    ++*(size_t *)arg;
+    return 0;
+}
+
+/* Number of entries under tag 0 a 0 (tag 0 when |a| is NULL). */
+static int count_under(struct mh_fsm *fsm, MDB_txn *txn, char tag, const char *a, size_t *n)
+{
+    uint8_t k[RBAC_KEY_MAX];
+    size_t kl;
+    *n = 0;
+    if (a == NULL) {
+        k[0] = (uint8_t)tag;
+        k[1] = 0;
+        kl = 2;
+    } else {
+        MH_TRY(rbac_key(tag, a, "", k, &kl));
+    }
+    return walk_prefix(fsm, txn, k, kl, count_fn, n);
+}
+
+/* The action set of role |id|: built-in or stored custom. MH_ENOTFOUND when the
+ * role does not exist. */
+static int role_mask(struct mh_fsm *fsm, MDB_txn *txn, const char *id, uint64_t *mask)
+{
+    *mask = 0;
+    const struct mh_rbac_builtin *b = mh_rbac_builtin_by_id(id);
+    if (b != NULL) {
+        *mask = b->mask;
+        return 0;
+    }
+    RoleDef *d = NULL;
+    MH_TRY(get_def(fsm, txn, id, &d));
+    /* Stored records were validated on the way in; one that no longer computes
+     * grants nothing. */
+    if (mh_rbac_role_mask(d->data_actions, d->n_data_actions, d->not_data_actions,
+                          d->n_not_data_actions, mask, NULL) < 0)
+        *mask = 0;
+    mh_store_free(d);
+    return 0;
+}
+
+/* Stops the walk (1) at the first assignment whose role grants roleAssignments/write. */
+static int admin_fn(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest, const MDB_val *val,
+                    void *arg)
+{
+    (void)val, (void)arg;
+    char name[MH_RBAC_GUID_LEN + 1];
+    if (rest->mv_size != MH_RBAC_GUID_LEN)
+        return MH_ECORRUPT;
+    memcpy(name, rest->mv_data, MH_RBAC_GUID_LEN);
+    name[MH_RBAC_GUID_LEN] = 0;
+    RoleAssignment *a = NULL;
+    int rv = get_assignment(fsm, txn, name, &a);
+    if (rv < 0)
+        return rv == MH_ENOTFOUND ? MH_ECORRUPT : rv;
+    uint64_t mask = 0;
+    rv = role_mask(fsm, txn, a->role_id, &mask);
+    mh_store_free(a);
+    if (rv < 0 && rv != MH_ENOTFOUND)
+        return rv;
+    return (mask & MH_RBAC_BIT(MH_ACT_RA_WRITE)) != 0 ? 1 : 0;
+}
+
+/* 0 when some assignment at "/" or "/keys" still grants roleAssignments/write,
+ * MH_ELOCKOUT when none does, or a store error. */
+static int lockout_check(struct mh_fsm *fsm, MDB_txn *txn)
+{
+    static const char *const scopes[] = {"/", "/keys"};
+    for (size_t i = 0; i < 2; i++) {
+        uint8_t k[RBAC_KEY_MAX];
+        size_t kl;
+        MH_TRY(rbac_key('s', scopes[i], "", k, &kl));
+        int rv = walk_prefix(fsm, txn, k, kl, admin_fn, NULL);
+        if (rv != 0)
+            return rv > 0 ? 0 : rv;
+    }
+    return MH_ELOCKOUT;
+}
+
+struct name_clash {
+    const char *id, *name;
+    bool found;
+};
+
+static int name_fn(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest, const MDB_val *val,
+                   void *arg)
+{
+    (void)fsm, (void)txn, (void)rest;
+    struct name_clash *c = arg;
+    RoleDef *d = mhsm__internal__role_definition_record__unpack(NULL, val->mv_size, val->mv_data);
+    if (d == NULL)
+        return MH_ECORRUPT;
+    bool clash = strcmp(d->id, c->id) != 0 && strcasecmp(d->role_name, c->name) == 0;
+    mh_store_free(d);
+    if (clash)
+        c->found = true;
+    return clash ? 1 : 0;
+}
+
+static int do_put_role_definition(struct mh_fsm *fsm, MDB_txn *txn, Command *cmd,
+                                  struct mh_fsm_result *res)
+{
+    Mhsm__Internal__PutRoleDefinition *p = cmd->put_role_definition;
+    RoleDef *d = p->record;
+    uint64_t mask;
+    if (d == NULL || !valid_definition(d, &mask))
+        OUTCOME(res, MH_EPROTO, "", "");
+    if (mh_rbac_builtin_by_id(d->id) != NULL)
+        OUTCOME(res, MH_EBUILTIN, d->id, "");
+    struct name_clash clash = {d->id, d->role_name, false};
+    if (mh_rbac_builtin_by_name(d->role_name) != NULL)
+        OUTCOME(res, MH_EEXIST, d->id, "");
+    static const uint8_t dprefix[2] = {'d', 0};
+    int rv = walk_prefix(fsm, txn, dprefix, sizeof dprefix, name_fn, &clash);
+    if (rv < 0)
+        return rv;
+    if (clash.found)
+        OUTCOME(res, MH_EEXIST, d->id, "");
+    RoleDef *old = NULL;
+    rv = get_def(fsm, txn, d->id, &old);
+    if (is_store_error(rv))
+        return rv;
+    bool had_write = false;
+    if (old == NULL) {
+        size_t n;
+        MH_TRY(count_under(fsm, txn, 'd', NULL, &n));
+        if (p->max_custom_roles > 0 && n >= p->max_custom_roles)
+            OUTCOME(res, MH_ELIMIT, d->id, "");
+        d->created = cmd->time;
+    } else {
+        uint64_t old_mask = 0;
+        if (mh_rbac_role_mask(old->data_actions, old->n_data_actions, old->not_data_actions,
+                              old->n_not_data_actions, &old_mask, NULL) == 0)
+            had_write = (old_mask & MH_RBAC_BIT(MH_ACT_RA_WRITE)) != 0;
+        d->created = old->created;
+        mh_store_free(old);
+    }
+    d->updated = cmd->time;
+    uint8_t k[RBAC_KEY_MAX];
+    size_t kl;
+    MH_TRY(rbac_key('d', d->id, NULL, k, &kl));
+    MH_TRY(mh_store_txn_put(fsm->st, txn, MH_STORE_RBAC, k, kl, &d->base));
+    /* Only a replacement that drops roleAssignments/write can lock everyone out. */
+    if (had_write && (mask & MH_RBAC_BIT(MH_ACT_RA_WRITE)) == 0) {
+        rv = lockout_check(fsm, txn);
+        if (rv == MH_ELOCKOUT)
+            OUTCOME(res, MH_ELOCKOUT, d->id, "");
+        if (rv < 0)
+            return rv;
+    }
+    OUTCOME(res, 0, d->id, "");
+}
+
+static int do_delete_role_definition(struct mh_fsm *fsm, MDB_txn *txn, Command *cmd,
+                                     struct mh_fsm_result *res)
+{
+    const char *id = cmd->delete_role_definition->id;
+    if (!lower_guid(id))
+        OUTCOME(res, MH_EPROTO, "", "");
+    if (mh_rbac_builtin_by_id(id) != NULL)
+        OUTCOME(res, MH_EBUILTIN, id, "");
+    RoleDef *old = NULL;
+    int rv = get_def(fsm, txn, id, &old);
+    if (rv == MH_ENOTFOUND)
+        OUTCOME(res, MH_ENOTFOUND, id, "");
+    if (rv < 0)
+        return rv;
+    mh_store_free(old);
+    size_t users;
+    MH_TRY(count_under(fsm, txn, 'r', id, &users));
+    if (users > 0)
+        OUTCOME(res, MH_EINUSE, id, "");
+    uint8_t k[RBAC_KEY_MAX];
+    size_t kl;
+    MH_TRY(rbac_key('d', id, NULL, k, &kl));
+    MH_TRY(rbac_del_raw(fsm, txn, k, kl));
+    OUTCOME(res, 0, id, "");
+}
+
+struct triple {
+    const RoleAssignment *want;
+    bool found;
+};
+
+/* Stops at an assignment of the same principal with the same role and scope. */
+static int triple_fn(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest, const MDB_val *val,
+                     void *arg)
+{
+    (void)val;
+    struct triple *t = arg;
+    char name[MH_RBAC_GUID_LEN + 1];
+    if (rest->mv_size != MH_RBAC_GUID_LEN)
+        return MH_ECORRUPT;
+    memcpy(name, rest->mv_data, MH_RBAC_GUID_LEN);
+    name[MH_RBAC_GUID_LEN] = 0;
+    RoleAssignment *a = NULL;
+    int rv = get_assignment(fsm, txn, name, &a);
+    if (rv < 0)
+        return rv == MH_ENOTFOUND ? MH_ECORRUPT : rv;
+    bool same = strcmp(a->role_id, t->want->role_id) == 0 && strcmp(a->scope, t->want->scope) == 0;
+    mh_store_free(a);
+    if (same)
+        t->found = true;
+    return same ? 1 : 0;
+}
+
+static int find_triple(struct mh_fsm *fsm, MDB_txn *txn, const RoleAssignment *a, bool *found)
+{
+    uint8_t k[RBAC_KEY_MAX];
+    size_t kl;
+    struct triple t = {a, false};
+    MH_TRY(rbac_key('p', a->principal_id, "", k, &kl));
+    int rv = walk_prefix(fsm, txn, k, kl, triple_fn, &t);
+    *found = t.found;
+    return rv < 0 ? rv : 0;
+}
+
+static int do_put_role_assignment(struct mh_fsm *fsm, MDB_txn *txn, Command *cmd,
+                                  struct mh_fsm_result *res)
+{
+    Mhsm__Internal__PutRoleAssignment *p = cmd->put_role_assignment;
+    RoleAssignment *a = p->record;
+    if (!valid_assignment(a))
+        OUTCOME(res, MH_EPROTO, "", "");
+    uint64_t mask;
+    int rv = role_mask(fsm, txn, a->role_id, &mask);
+    if (rv == MH_ENOTFOUND)
+        OUTCOME(res, MH_ENOTFOUND, a->name, "");
+    if (rv < 0)
+        return rv;
+    RoleAssignment *old = NULL;
+    rv = get_assignment(fsm, txn, a->name, &old);
+    if (is_store_error(rv))
+        return rv;
+    if (old != NULL) {
+        /* Azure answers a repeated identical PUT with the existing assignment. */
+        bool same = strcmp(old->scope, a->scope) == 0 && strcmp(old->role_id, a->role_id) == 0 &&
+                    strcmp(old->principal_id, a->principal_id) == 0;
+        mh_store_free(old);
+        OUTCOME(res, same ? 0 : MH_EEXIST, a->name, "");
+    }
+    bool dup;
+    MH_TRY(find_triple(fsm, txn, a, &dup));
+    if (dup)
+        OUTCOME(res, MH_EEXIST, a->name, "");
+    size_t n = 0;
+    uint32_t limit;
+    if (mh_rbac_scope_is_hsm(a->scope)) {
+        size_t n2;
+        MH_TRY(count_under(fsm, txn, 's', "/", &n));
+        MH_TRY(count_under(fsm, txn, 's', "/keys", &n2));
+        n += n2;
+        limit = p->max_hsm_scope;
+    } else {
+        MH_TRY(count_under(fsm, txn, 's', a->scope, &n));
+        limit = p->max_per_key;
+    }
+    if (limit > 0 && n >= limit)
+        OUTCOME(res, MH_ELIMIT, a->name, "");
+    a->created = cmd->time;
+    MH_TRY(put_assignment(fsm, txn, a));
+    OUTCOME(res, 0, a->name, "");
+}
+
+static int do_delete_role_assignment(struct mh_fsm *fsm, MDB_txn *txn, Command *cmd,
+                                     struct mh_fsm_result *res)
+{
+    const char *name = cmd->delete_role_assignment->name;
+    if (!lower_guid(name))
+        OUTCOME(res, MH_EPROTO, "", "");
+    RoleAssignment *old = NULL;
+    int rv = get_assignment(fsm, txn, name, &old);
+    if (rv == MH_ENOTFOUND)
+        OUTCOME(res, MH_ENOTFOUND, name, "");
+    if (rv < 0)
+        return rv;
+    uint64_t mask = 0;
+    bool hsm = mh_rbac_scope_is_hsm(old->scope);
+    rv = role_mask(fsm, txn, old->role_id, &mask);
+    if (rv == 0 || rv == MH_ENOTFOUND)
+        rv = del_assignment(fsm, txn, old);
+    mh_store_free(old);
+    if (rv < 0)
+        return rv;
+    /* Only removing an HSM-scope roleAssignments/write grant can lock everyone out. */
+    if (hsm && (mask & MH_RBAC_BIT(MH_ACT_RA_WRITE)) != 0) {
+        rv = lockout_check(fsm, txn);
+        if (rv == MH_ELOCKOUT)
+            OUTCOME(res, MH_ELOCKOUT, name, "");
+        if (rv < 0)
+            return rv;
+    }
+    OUTCOME(res, 0, name, "");
+}
+
+/* Activate's initial assignments: validated and indexed like PutRoleAssignment,
+ * without limits. A repeated (principal, role, scope) is stored once. */
+static int put_initial_assignments(struct mh_fsm *fsm, MDB_txn *txn, Command *cmd,
+                                   struct mh_fsm_result *res)
+{
+    Mhsm__Internal__Activate *act = cmd->activate;
+    for (size_t i = 0; i < act->n_initial_assignments; i++) {
+        RoleAssignment *a = act->initial_assignments[i];
+        if (!valid_assignment(a) || mh_rbac_builtin_by_id(a->role_id) == NULL)
+            OUTCOME(res, MH_EPROTO, "", "");
+        RoleAssignment *old = NULL;
+        int rv = get_assignment(fsm, txn, a->name, &old);
+        mh_store_free(old);
+        if (rv == 0)
+            OUTCOME(res, MH_EPROTO, "", "");
+        if (rv != MH_ENOTFOUND)
+            return rv;
+        bool dup;
+        MH_TRY(find_triple(fsm, txn, a, &dup));
+        if (dup)
+            continue;
+        a->created = cmd->time;
+        MH_TRY(put_assignment(fsm, txn, a));
+    }
+    OUTCOME(res, 0, "", "");
+}
+
 static int do_activate(struct mh_fsm *fsm, MDB_txn *txn, Command *cmd, struct mh_fsm_result *res)
 {
     DomainRecord *d = cmd->activate->domain;
@@ -248,7 +754,7 @@ static int do_activate(struct mh_fsm *fsm, MDB_txn *txn, Command *cmd, struct mh
     d->activated_at = cmd->time;
     static const char k[] = MH_STORE_META_DOMAIN;
     MH_TRY(mh_store_txn_put(fsm->st, txn, MH_STORE_META, k, sizeof k - 1, &d->base));
-    OUTCOME(res, 0, "", "");
+    return put_initial_assignments(fsm, txn, cmd, res);
 }
 
 static int do_add_version(struct mh_fsm *fsm, MDB_txn *txn, Command *cmd, struct mh_fsm_result *res)
@@ -521,6 +1027,18 @@ static int apply_body(struct mh_fsm *fsm, MDB_txn *txn, Command *cmd, struct mh_
     case MHSM__INTERNAL__COMMAND__BODY_RESTORE_KEY:
         rv = do_restore(fsm, txn, cmd, res);
         break;
+    case MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_DEFINITION:
+        rv = do_put_role_definition(fsm, txn, cmd, res);
+        break;
+    case MHSM__INTERNAL__COMMAND__BODY_DELETE_ROLE_DEFINITION:
+        rv = do_delete_role_definition(fsm, txn, cmd, res);
+        break;
+    case MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_ASSIGNMENT:
+        rv = do_put_role_assignment(fsm, txn, cmd, res);
+        break;
+    case MHSM__INTERNAL__COMMAND__BODY_DELETE_ROLE_ASSIGNMENT:
+        rv = do_delete_role_assignment(fsm, txn, cmd, res);
+        break;
     default:
         set_result(res, MH_EPROTO, "", "");
         rv = 0;
@@ -547,6 +1065,14 @@ static bool known_body(const Command *cmd)
         return cmd->purge_key != NULL;
     case MHSM__INTERNAL__COMMAND__BODY_RESTORE_KEY:
         return cmd->restore_key != NULL;
+    case MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_DEFINITION:
+        return cmd->put_role_definition != NULL;
+    case MHSM__INTERNAL__COMMAND__BODY_DELETE_ROLE_DEFINITION:
+        return cmd->delete_role_definition != NULL;
+    case MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_ASSIGNMENT:
+        return cmd->put_role_assignment != NULL;
+    case MHSM__INTERNAL__COMMAND__BODY_DELETE_ROLE_ASSIGNMENT:
+        return cmd->delete_role_assignment != NULL;
     default:
         return false;
     }
@@ -593,6 +1119,15 @@ static const char *command_target(const Command *cmd)
         return cmd->purge_key->name;
     case MHSM__INTERNAL__COMMAND__BODY_RESTORE_KEY:
         return cmd->restore_key->key != NULL ? cmd->restore_key->key->name : "";
+    case MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_DEFINITION:
+        return cmd->put_role_definition->record != NULL ? cmd->put_role_definition->record->id : "";
+    case MHSM__INTERNAL__COMMAND__BODY_DELETE_ROLE_DEFINITION:
+        return cmd->delete_role_definition->id;
+    case MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_ASSIGNMENT:
+        return cmd->put_role_assignment->record != NULL ? cmd->put_role_assignment->record->name
+                                                        : "";
+    case MHSM__INTERNAL__COMMAND__BODY_DELETE_ROLE_ASSIGNMENT:
+        return cmd->delete_role_assignment->name;
     default:
         return "";
     }
@@ -813,7 +1348,10 @@ int mh_fsm_restore(struct mh_fsm *fsm, const uint8_t *buf, size_t len)
     struct mh_cursor c = mh_cursor_of(buf, len - SNAP_HASH_LEN);
     uint32_t version, ndb;
     if (mh_cursor_skip(&c, 8) < 0 || mh_cursor_read_u32be(&c, &version) < 0 ||
-        mh_cursor_read_u32be(&c, &ndb) < 0 || version != SNAP_VERSION || ndb != MH_STORE_NDB)
+        mh_cursor_read_u32be(&c, &ndb) < 0)
+        return MH_ECORRUPT;
+    /* Version 1 (before RBAC) has no rbac database: it restores as empty. */
+    if (!(version == SNAP_VERSION && ndb == MH_STORE_NDB) && !(version == 1 && ndb == SNAP_V1_NDB))
         return MH_ECORRUPT;
     MDB_txn *txn;
     int rc = mdb_txn_begin(mh_store_env(fsm->st), NULL, 0, &txn);
@@ -825,7 +1363,7 @@ int mh_fsm_restore(struct mh_fsm *fsm, const uint8_t *buf, size_t len)
         if (rc != 0)
             rv = lmdb_fail("drop", rc);
     }
-    for (int db = 0; rv == 0 && db < MH_STORE_NDB; db++)
+    for (int db = 0; rv == 0 && db < (int)ndb; db++)
         rv = load_db(fsm, txn, (enum mh_store_db)db, &c);
     if (rv == 0 && mh_cursor_remaining(&c) != 0)
         rv = MH_ECORRUPT;

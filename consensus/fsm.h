@@ -9,9 +9,24 @@
  * LEADERSHIPLOST or a client retry).
  *
  * A command that is valid protobuf but breaks a rule (name exists as deleted, too
- * many versions, unknown key) is a deterministic, recorded failure: result.rc < 0,
- * nothing else changes. Only LMDB failures are returned as errors from
- * mh_fsm_apply itself (the node must then stop: its state would diverge).
+ * many versions, unknown key, a role rule of consensus/rbac) is a deterministic,
+ * recorded failure: result.rc < 0, nothing else changes.
+ *
+ * Role commands (PutRoleDefinition, DeleteRoleDefinition, PutRoleAssignment,
+ * DeleteRoleAssignment; MH_ENOTACTIVE before activation) trust nothing the proposer
+ * checked: malformed records (GUIDs not lower-case, bad principal, scope or action
+ * pattern, empty dataActions, over-long fields) are MH_EPROTO. Outcomes:
+ * MH_EBUILTIN (a built-in id), MH_EEXIST (role name taken, case-insensitively, by a
+ * built-in or another custom role; assignment name taken by a different assignment;
+ * the same principal, role and scope under another name), MH_ENOTFOUND (unknown
+ * definition or assignment, or an assignment naming an unknown role), MH_EINUSE (a
+ * definition still assigned), MH_ELIMIT (max_custom_roles, max_hsm_scope,
+ * max_per_key; 0 means no limit), MH_ELOCKOUT (a change that removes a grant of
+ * roleAssignments/write at "/" or "/keys" and leaves none). An identical repeated
+ * PutRoleAssignment succeeds without change. Activate stores its initial
+ * assignments (built-in roles only, no limits; a repeated principal/role/scope is
+ * stored once). result.name is the definition id or assignment name. Only LMDB failures are
+ * returned as errors from mh_fsm_apply itself (the node must then stop: its state would diverge).
  *
  * Loop thread only. */
 #ifndef MH_CONSENSUS_FSM_H
@@ -27,7 +42,7 @@
 
 struct mh_fsm_result {
     int rc;           /* 0 or a negative MH_E* outcome of the command */
-    char name[128];   /* the key the command touched ("" if none) */
+    char name[128];   /* the key, role definition id or assignment name ("" if none) */
     char version[33]; /* AddKeyVersion / UpdateKeyVersion: the version ("" if none) */
 };
 
@@ -64,12 +79,14 @@ MH_MUST_USE int mh_fsm_apply(struct mh_fsm *fsm, uint64_t index, const uint8_t *
  * index) into |out| (malloc'd, caller frees) and restore from one. Restore replaces
  * the state in one transaction. Errors: MH_ESTORE, MH_ECORRUPT (bad snapshot).
  *
- * Format (version 1): "MHSMSNAP", u32be version, u32be database count (4), then per
- * database in mh_store_db order a u64be record count and the records in key order,
- * each u32be key length, key, u32be value length, value; then SHA-256 of everything
- * before it. The same state always gives the same bytes, so snapshots of two nodes
- * can be compared. Restore checks the digest, every length and the key order before
- * the transaction commits. */
+ * Format (version 2): "MHSMSNAP", u32be version (2), u32be database count (5), then
+ * per database in mh_store_db order a u64be record count and the records in key
+ * order, each u32be key length, key, u32be value length, value; then SHA-256 of
+ * everything before it. The same state always gives the same bytes, so snapshots of
+ * two nodes can be compared. Restore checks the digest, every length and the key
+ * order before the transaction commits. Restore also accepts version 1 (the same
+ * layout with 4 databases, from before RBAC, still held by older data dirs): the
+ * rbac database is then empty. Snapshots are always written as version 2. */
 MH_MUST_USE int mh_fsm_snapshot(struct mh_fsm *fsm, uint8_t **out, size_t *len);
 MH_MUST_USE int mh_fsm_restore(struct mh_fsm *fsm, const uint8_t *buf, size_t len);
 

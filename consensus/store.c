@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/buf.h"
 #include "common/fsutil.h"
 #include "common/log.h"
 
@@ -467,6 +468,245 @@ int mh_store_get_request(struct mh_store *st, const char *request_id,
                               &mhsm__internal__request_record__descriptor, (void **)out);
     mdb_txn_abort(txn);
     return rv;
+}
+
+/* ---- RBAC reads ---------------------------------------------------------- */
+
+/* Longest rbac key: "p" 0 principal 0 name (295 bytes), under LMDB's 511. */
+#define RBAC_KEY_MAX 512
+
+/* Builds tag 0 a [0 b] into |out|. False when it would not fit an LMDB key: such a
+ * key can never have been stored, so callers treat it as "not found". */
+static bool rbac_key(char tag, const char *a, const char *b, uint8_t out[RBAC_KEY_MAX], size_t *len)
+{
+    size_t al = strlen(a), bl = b != NULL ? strlen(b) : 0;
+    size_t n = 2 + al + (b != NULL ? 1 + bl : 0);
+    if (n > 511)
+        return false;
+    out[0] = (uint8_t)tag;
+    out[1] = 0;
+    memcpy(out + 2, a, al);
+    if (b != NULL) {
+        out[2 + al] = 0;
+        memcpy(out + 3 + al, b, bl);
+    }
+    *len = n;
+    return true;
+}
+
+int mh_store_get_role_definition(struct mh_store *st, const char *id,
+                                 Mhsm__Internal__RoleDefinitionRecord **out)
+{
+    *out = NULL;
+    uint8_t k[RBAC_KEY_MAX];
+    size_t kl;
+    if (!rbac_key('d', id, NULL, k, &kl))
+        return MH_ENOTFOUND;
+    MDB_txn *txn;
+    MH_TRY(read_begin(st, &txn));
+    int rv = mh_store_txn_get(st, txn, MH_STORE_RBAC, k, kl,
+                              &mhsm__internal__role_definition_record__descriptor, (void **)out);
+    mdb_txn_abort(txn);
+    return rv;
+}
+
+int mh_store_get_role_assignment(struct mh_store *st, const char *name,
+                                 Mhsm__Internal__RoleAssignmentRecord **out)
+{
+    *out = NULL;
+    uint8_t k[RBAC_KEY_MAX];
+    size_t kl;
+    if (!rbac_key('a', name, NULL, k, &kl))
+        return MH_ENOTFOUND;
+    MDB_txn *txn;
+    MH_TRY(read_begin(st, &txn));
+    int rv = mh_store_txn_get(st, txn, MH_STORE_RBAC, k, kl,
+                              &mhsm__internal__role_assignment_record__descriptor, (void **)out);
+    mdb_txn_abort(txn);
+    return rv;
+}
+
+/* A growing array of unpacked records. */
+struct recs {
+    void **v;
+    size_t n, cap;
+};
+
+static int recs_push(struct recs *r, void *rec)
+{
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 8, bytes;
+        if (mh_size_mul(cap, sizeof *r->v, &bytes) < 0)
+            return MH_ENOMEM;
+        void **v = realloc(r->v, bytes);
+        if (v == NULL)
+            return MH_ENOMEM;
+        r->v = v;
+        r->cap = cap;
+    }
+    r->v[r->n++] = rec;
+    return 0;
+}
+
+int mh_store_list_role_definitions(struct mh_store *st, Mhsm__Internal__RoleDefinitionRecord ***out,
+                                   size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    MDB_txn *txn;
+    MH_TRY(read_begin(st, &txn));
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->dbi[MH_STORE_RBAC], &cur);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return lmdb_err("cursor_open", rc);
+    }
+    static const uint8_t prefix[2] = {'d', 0};
+    struct recs r = {0};
+    int rv = 0;
+    MDB_val k = {sizeof prefix, (void *)(uintptr_t)prefix}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < sizeof prefix || memcmp(k.mv_data, prefix, sizeof prefix) != 0)
+            break;
+        void *rec;
+        rv = unpack_val(&v, &mhsm__internal__role_definition_record__descriptor, &rec);
+        if (rv < 0)
+            break;
+        rv = recs_push(&r, rec);
+        if (rv < 0) {
+            mh_store_free(rec);
+            break;
+        }
+    }
+    if (rv == 0 && rc != 0 && rc != MDB_NOTFOUND)
+        rv = lmdb_err("cursor_get", rc);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    if (rv < 0) {
+        mh_store_records_free(r.v, r.n);
+        return rv;
+    }
+    *out = (Mhsm__Internal__RoleDefinitionRecord **)r.v;
+    *n = r.n;
+    return 0;
+}
+
+static bool ra_matches(const Mhsm__Internal__RoleAssignmentRecord *ra,
+                       const struct mh_store_ra_filter *f)
+{
+    if (f == NULL)
+        return true;
+    if (f->principal != NULL && strcmp(ra->principal_id, f->principal) != 0)
+        return false;
+    return f->scope == NULL || strcmp(ra->scope, f->scope) == 0;
+}
+
+int mh_store_list_role_assignments(struct mh_store *st, const struct mh_store_ra_filter *f,
+                                   const char *after, size_t max,
+                                   Mhsm__Internal__RoleAssignmentRecord ***out, size_t *n,
+                                   bool *more)
+{
+    *out = NULL;
+    *n = 0;
+    *more = false;
+    /* Walk the principal index, else the scope index, else the records: each key
+     * in the walked range ends in 0 name (or is "a" 0 name), in name order. */
+    uint8_t prefix[RBAC_KEY_MAX], seek[RBAC_KEY_MAX];
+    size_t pl;
+    if (f != NULL && f->principal != NULL) {
+        if (!rbac_key('p', f->principal, "", prefix, &pl))
+            return 0;
+    } else if (f != NULL && f->scope != NULL) {
+        if (!rbac_key('s', f->scope, "", prefix, &pl))
+            return 0;
+    } else {
+        pl = 2;
+        prefix[0] = 'a';
+        prefix[1] = 0;
+    }
+    size_t al = after != NULL ? strlen(after) : 0;
+    if (pl + al > 511)
+        return 0; /* nothing sorts after a name longer than any stored one */
+    memcpy(seek, prefix, pl);
+    if (al > 0)
+        memcpy(seek + pl, after, al);
+    size_t sl = pl + al;
+
+    MDB_txn *txn;
+    MH_TRY(read_begin(st, &txn));
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->dbi[MH_STORE_RBAC], &cur);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return lmdb_err("cursor_open", rc);
+    }
+    struct recs r = {0};
+    int rv = 0;
+    MDB_val k = {sl, seek}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0 && al > 0 && k.mv_size == sl && memcmp(k.mv_data, seek, sl) == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size <= pl || memcmp(k.mv_data, prefix, pl) != 0)
+            break;
+        Mhsm__Internal__RoleAssignmentRecord *ra = NULL;
+        if (prefix[0] == 'a') {
+            rv = unpack_val(&v, &mhsm__internal__role_assignment_record__descriptor, (void **)&ra);
+        } else {
+            /* An index entry: the record lives under "a" 0 name. */
+            uint8_t ak[RBAC_KEY_MAX];
+            size_t nl = k.mv_size - pl;
+            ak[0] = 'a';
+            ak[1] = 0;
+            memcpy(ak + 2, (const uint8_t *)k.mv_data + pl, nl);
+            rv =
+                mh_store_txn_get(st, txn, MH_STORE_RBAC, ak, 2 + nl,
+                                 &mhsm__internal__role_assignment_record__descriptor, (void **)&ra);
+            if (rv == MH_ENOTFOUND) {
+                MH_ERROR("store", "msg=\"rbac index names a missing assignment\"");
+                rv = MH_ECORRUPT;
+            }
+        }
+        if (rv < 0)
+            break;
+        if (!ra_matches(ra, f)) {
+            mh_store_free(ra);
+            continue;
+        }
+        if (r.n == max) {
+            *more = true;
+            mh_store_free(ra);
+            break;
+        }
+        rv = recs_push(&r, ra);
+        if (rv < 0) {
+            mh_store_free(ra);
+            break;
+        }
+    }
+    if (rv == 0 && rc != 0 && rc != MDB_NOTFOUND)
+        rv = lmdb_err("cursor_get", rc);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    if (rv < 0) {
+        mh_store_records_free(r.v, r.n);
+        *more = false;
+        return rv;
+    }
+    *out = (Mhsm__Internal__RoleAssignmentRecord **)r.v;
+    *n = r.n;
+    return 0;
+}
+
+void mh_store_records_free(void *records, size_t n)
+{
+    void **v = records;
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        mh_store_free(v[i]);
+    free(v);
 }
 
 void mh_store_free(void *protobuf_message)
