@@ -11,6 +11,14 @@ Environment (set by ctest, defaults for running a test by hand):
   MH_KEEP_TMP=1   keep the temporary directory even when every check passed
   MH_READY_TIMEOUT seconds to wait for a node to become ready (default 60)
 
+RBAC: every node config names spiffe://mhsm/admin as the initial administrator
+([rbac] administrators, not for join nodes). By default a successful activation
+(Node.activate, Cluster.activate) also assigns that principal the Managed HSM Crypto
+User and Crypto Officer roles at "/" through the CLI, so tests can keep using the
+admin certificate for key work (grant_admin_keys=False leaves it a bare
+Administrator, which cannot use keys). Audit: audit_files / audit_records read a
+node's audit log.
+
 A test makes one Harness, runs its steps inside `with h.section(...)`, and
 ends with h.finish(), which prints `N passed, N failed` and exits non-zero
 when any check failed (or no check ran at all).
@@ -34,6 +42,7 @@ import sys
 import tempfile
 import time
 import traceback
+import uuid
 
 SOURCE_DIR = os.environ.get(
     "MH_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
@@ -42,6 +51,12 @@ TMP_PARENT = os.path.abspath(os.environ.get("MH_TEST_TMPDIR", "/tmp"))
 READY_TIMEOUT = float(os.environ.get("MH_READY_TIMEOUT", "60"))
 CLI_TIMEOUT = 120  # seconds for one CLI process (generous for ASan builds)
 STOP_TIMEOUT = 30  # seconds for a SIGTERM'd node to exit
+ADMIN = "spiffe://mhsm/admin"
+ROLE_USER = "Managed HSM Crypto User"
+ROLE_OFFICER = "Managed HSM Crypto Officer"
+ROLE_ADMIN = "Managed HSM Administrator"
+ROLE_AUDITOR = "Managed HSM Crypto Auditor"
+GRANT_TIMEOUT = 60  # bound on granting the admin its key roles after activation
 
 _live_procs = []
 
@@ -279,6 +294,65 @@ def listed_kids(r):
     return {it["kid"].split("/keys/", 1)[1].split("/")[0]: it["kid"] for it in r.json}
 
 
+class AuditLine:
+    """One line of an audit file: path, lineno (1-based), raw bytes (without the
+    newline), rec (the parsed JSON object, or None when the line does not parse)."""
+
+    def __init__(self, path, lineno, raw):
+        self.path = path
+        self.lineno = lineno
+        self.raw = raw
+        try:
+            rec = json.loads(raw.decode())
+            self.rec = rec if isinstance(rec, dict) else None
+        except ValueError:
+            self.rec = None
+
+    def get(self, *path, default=None):
+        """rec[path[0]][path[1]]... or |default|."""
+        v = self.rec
+        for p in path:
+            if not isinstance(v, dict) or p not in v:
+                return default
+            v = v[p]
+        return v
+
+    @property
+    def op(self):
+        return self.get("operationName")
+
+    @property
+    def principal(self):
+        return self.get("identity", "claim", "oid")
+
+    def __repr__(self):
+        return "%s:%d %s" % (os.path.basename(self.path), self.lineno,
+                             self.raw[:300].decode(errors="replace"))
+
+
+def audit_files(directory):
+    """The audit-<seq>.jsonl files of |directory|, sorted (chain order); [] if none."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return [os.path.join(directory, f) for f in sorted(names)
+            if re.match(r"^audit-\d{20}\.jsonl$", f)]
+
+
+def audit_records(paths):
+    """Every line of |paths| (in order) as AuditLine objects."""
+    out = []
+    for p in paths:
+        data = read_bytes(p)
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        for k, raw in enumerate(lines):
+            out.append(AuditLine(p, k + 1, raw))
+    return out
+
+
 def free_ports(n):
     """n distinct free TCP ports on 127.0.0.1 (held until all are picked)."""
     socks, ports = [], []
@@ -353,7 +427,7 @@ class Node:
     def __init__(self, harness, name="node1", hsm_name="mhsm-test", api=None, limits=None,
                  certs=None, raft_id=1, cert=None, members=None, join=False,
                  election_timeout_ms=None, heartbeat_ms=None, snapshot_threshold=None,
-                 snapshot_trailing=None, ports=None):
+                 snapshot_trailing=None, ports=None, rbac=None, audit=None):
         self.h = harness
         self.name = name
         self.hsm_name = hsm_name
@@ -377,6 +451,10 @@ class Node:
         self.snapshot_threshold = snapshot_threshold
         self.snapshot_trailing = snapshot_trailing
         self.operators = ["spiffe://mhsm/operator"]
+        self.administrators = [ADMIN]
+        self.rbac_extra = dict(rbac or {})    # more [rbac] options (limits)
+        self.audit_extra = dict(audit or {})  # [audit] options (dir, max_file_bytes, ...)
+        self.run_prefix = []                  # argv before mhsmd (e.g. setpriv ...)
         self.paused = False
         self.proc = None
         self._log_offset = 0
@@ -410,6 +488,12 @@ class Node:
             if v is not None:
                 lines.append("%s = %d" % (opt, v))
         lines += ["[cluster]", "operators = %s" % ", ".join(self.operators)]
+        rbac = [] if self.join else ["administrators = %s" % ", ".join(self.administrators)]
+        rbac += ["%s = %s" % kv for kv in self.rbac_extra.items()]
+        if rbac:
+            lines += ["[rbac]"] + rbac
+        if self.audit_extra:
+            lines += ["[audit]"] + ["%s = %s" % kv for kv in self.audit_extra.items()]
         if self.limits:
             lines.append("[limits]")
             lines += ["%s = %s" % kv for kv in self.limits.items()]
@@ -426,7 +510,8 @@ class Node:
         log = open(self.log_path, "ab")
         self.h.say("start %s: %s --config %s (log %s)" % (self.name, self.h.mhsmd,
                                                           self.config_path, self.log_path))
-        self.proc = subprocess.Popen([self.h.mhsmd, "--config", self.config_path],
+        self.proc = subprocess.Popen(self.run_prefix + [self.h.mhsmd, "--config",
+                                                        self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      cwd=self.dir)
         log.close()
@@ -559,14 +644,65 @@ class Node:
             self.h.trace(r)
         return r
 
-    def activate(self, sd_file=None, quorum=2, retention_days=None):
+    def activate(self, sd_file=None, quorum=2, retention_days=None, grant_admin_keys=True):
+        """Security-domain download (as admin). When it succeeds and |grant_admin_keys|,
+        also grant_admin_keys() through this node. Returns the download's Result, or
+        the failed grant's Result (so `expect_ok(node.activate())` covers both)."""
         sd_file = sd_file or os.path.join(self.dir, "sd.json")
         args = ["security-domain", "download", "--sd-wrapping-keys"]
         args += [os.path.join(self.h.certs, "sd%d.pem" % i) for i in (1, 2, 3)]
         args += ["--sd-quorum", quorum, "--security-domain-file", sd_file]
         if retention_days is not None:
             args += ["--retention-days", retention_days]
-        return self.cli(*args)
+        r = self.cli(*args)
+        if r.rc != 0 or not grant_admin_keys:
+            return r
+        g = self.grant_admin_keys()
+        return r if g is None else g
+
+    def assign(self, role, assignee, scope="/", cert="admin", timeout=GRANT_TIMEOUT):
+        """`role assignment create` through this node, retried (bounded, same --name:
+        idempotent) while the node answers UNAVAILABLE or the caller's own role has not
+        reached it yet (PERMISSION_DENIED right after activation on a follower).
+        Returns the last Result (rc 0 on success; ALREADY_EXISTS after a retry whose
+        first attempt applied counts as success and is returned as is)."""
+        name = str(uuid.uuid4())
+        deadline = time.monotonic() + timeout
+        tries = 0
+        while True:
+            tries += 1
+            r = self.cli("role", "assignment", "create", "--role", role, "--assignee",
+                         assignee, "--scope", scope, "--name", name, cert=cert)
+            if r.rc == 0 or (tries > 1 and r.status == "ALREADY_EXISTS"):
+                return r
+            if r.status not in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "PERMISSION_DENIED") \
+                    or time.monotonic() >= deadline:
+                return r
+            time.sleep(0.3)
+
+    def grant_admin_keys(self):
+        """Gives the admin principal Crypto User and Crypto Officer at "/" (through
+        this node). None on success, else the failing Result."""
+        for role in (ROLE_USER, ROLE_OFFICER):
+            r = self.assign(role, ADMIN)
+            if not (r.rc == 0 or r.status == "ALREADY_EXISTS"):
+                self.h.say("%s: granting %s to the admin failed: %s" % (self.name, role,
+                                                                         r.describe()))
+                return r
+        return None
+
+    # -- audit log
+
+    def audit_dir(self):
+        return self.audit_extra.get("dir") or os.path.join(self.data_dir, "audit")
+
+    def audit_files(self):
+        """This node's audit files in chain order (names sort by first seq)."""
+        return audit_files(self.audit_dir())
+
+    def audit_records(self):
+        """Every line of this node's audit files: list of AuditLine."""
+        return audit_records(self.audit_files())
 
 
 class Cluster:
@@ -577,8 +713,11 @@ class Cluster:
     A node counts as live when its process runs and is not SIGSTOPped."""
 
     def __init__(self, harness, n=3, election_timeout_ms=1000, heartbeat_ms=100,
-                 snapshot_threshold=None, snapshot_trailing=None, limits=None):
+                 snapshot_threshold=None, snapshot_trailing=None, limits=None, rbac=None,
+                 audit=None):
         self.h = harness
+        self.rbac = rbac
+        self.audit = audit
         self.election_timeout_ms = election_timeout_ms
         self.heartbeat_ms = heartbeat_ms
         self.snapshot_threshold = snapshot_threshold
@@ -599,7 +738,8 @@ class Cluster:
                     election_timeout_ms=self.election_timeout_ms,
                     heartbeat_ms=self.heartbeat_ms,
                     snapshot_threshold=self.snapshot_threshold,
-                    snapshot_trailing=self.snapshot_trailing, **kw)
+                    snapshot_trailing=self.snapshot_trailing, rbac=self.rbac,
+                    audit=self.audit, **kw)
         self.h.nodes.append(node)
         return node
 
@@ -651,18 +791,45 @@ class Cluster:
 
     # -- activation and status
 
-    def activate(self, via=0, quorum=2, timeout=90):
-        """Security-domain download through nodes[via]; then waits (bounded) until
-        every live node answers `key list` (members fetch the domain secret from each
-        other). Returns the download's Result (no wait when it failed)."""
-        r = self.nodes[via].activate(quorum=quorum)
+    def activate(self, via=0, quorum=2, timeout=90, grant_admin_keys=True):
+        """Security-domain download through nodes[via] (and, with |grant_admin_keys|,
+        the admin's key roles through the same node); then waits (bounded) until every
+        live node answers `key list` as admin (members fetch the domain secret from
+        each other, and the role assignments must have reached them) -- without the
+        grant, until every live node lists the admin's Administrator assignment.
+        Returns the download's Result (or the failed grant's; no wait on failure)."""
+        r = self.nodes[via].activate(quorum=quorum, grant_admin_keys=grant_admin_keys)
         if r.rc != 0:
             return r
         deadline = time.monotonic() + timeout
         for i, n in enumerate(self.nodes):
             if n.live():
-                self.wait_serving(i, timeout=max(1.0, deadline - time.monotonic()))
+                left = max(1.0, deadline - time.monotonic())
+                if grant_admin_keys:
+                    self.wait_serving(i, timeout=left)
+                else:
+                    self.wait_until(i, ("role", "assignment", "list", "--scope", "/"),
+                                    lambda x: x.rc == 0 and any(
+                                        a.get("principalId") == ADMIN
+                                        and a.get("roleName") == ROLE_ADMIN
+                                        for a in (x.json or [])), timeout=left)
         return r
+
+    def wait_until(self, i, args, pred, cert="admin", timeout=30, what=None):
+        """Runs the CLI |args| on nodes[i] (as |cert|) until pred(Result) holds;
+        returns that Result; on timeout fails like the other waits."""
+        n = self.nodes[i]
+        deadline = time.monotonic() + timeout
+        while True:
+            r = n.cli("--timeout", 5, *args, cert=cert, timeout=15, quiet=True)
+            self.last = r
+            if pred(r):
+                return r
+            if time.monotonic() >= deadline:
+                self._deadline_fail("%s: %s not reached within %ss; last: %s" %
+                                    (n.name, what or " ".join(str(a) for a in args), timeout,
+                                     r.describe()))
+            time.sleep(0.2)
 
     def status(self, i, timeout=10):
         """Parsed `mhsm cluster status` of nodes[i] (operator certificate), or None."""
@@ -831,11 +998,13 @@ class Harness:
         return n
 
     def cluster(self, n=3, election_timeout_ms=1000, heartbeat_ms=100, snapshot_threshold=None,
-                snapshot_trailing=None, limits=None):
-        """A Cluster of n nodes (not started); its nodes are also in self.nodes."""
+                snapshot_trailing=None, limits=None, rbac=None, audit=None):
+        """A Cluster of n nodes (not started); its nodes are also in self.nodes.
+        |rbac| / |audit|: extra [rbac] / [audit] options for every node."""
         return Cluster(self, n=n, election_timeout_ms=election_timeout_ms,
                        heartbeat_ms=heartbeat_ms, snapshot_threshold=snapshot_threshold,
-                       snapshot_trailing=snapshot_trailing, limits=limits)
+                       snapshot_trailing=snapshot_trailing, limits=limits, rbac=rbac,
+                       audit=audit)
 
     def proto_modules(self, names=("types", "keys"), health=False):
         """protoc --python_out for proto/mhsm/v1 (and grpc.health.v1 when |health|) into

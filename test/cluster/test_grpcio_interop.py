@@ -114,6 +114,10 @@ try:
         expect_code("second Download: ALREADY_EXISTS", grpc.StatusCode.ALREADY_EXISTS,
                     lambda: api("/mhsm.v1.SecurityDomain/Download",
                                 S.DownloadRequest(certificates_pem=pems, quorum=2)))
+        # The admin is a bare Administrator now: it needs a key role for the rest.
+        g = node.grant_admin_keys()
+        h.check(g is None, "admin granted Crypto User and Crypto Officer (mhsm role assignment "
+                "create)", g.describe() if g else "")
 
     with h.section("CreateKey RSA and EC, GetKey, CLI sees the same keys"):
         rsa = api("/mhsm.v1.Keys/CreateKey", K.CreateKeyRequest(

@@ -854,8 +854,11 @@ try:
         r = node.cli("health", env=node.env(MHSM_CA=cert("foreign-ca")))
         h.check(r.rc == 3 and r.status == "UNAVAILABLE",
                 "CLI that does not trust the server's CA: exit 3", r.describe())
+        # app holds no role: the server answers (the handshake passed) and RBAC refuses.
         r = node.cli("key", "show", "--name", "rsa1", cert="app")
-        h.expect_ok(r, "another certificate of the cluster CA (app) is accepted")
+        h.expect_err(r, "PERMISSION_DENIED",
+                     "another certificate of the cluster CA (app) reaches the server "
+                     "(no role: PERMISSION_DENIED)", contains=r"keys/read/action")
 
         def raw_tls(client_cert):
             """Handshake with Python's ssl and read what the server sends first.
