@@ -5,8 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "consensus/cluster.h"
 #include "consensus/fsm.h"
+#include "consensus/rbac.h"
 #include "consensus/store.h"
 
 typedef Mhsm__Internal__Command Command;
@@ -65,20 +68,52 @@ static int run(struct env *e, Command *cmd, const char *rid, struct mh_fsm_resul
     return rc;
 }
 
-static int activate(struct env *e, uint32_t retention)
+typedef Mhsm__Internal__RoleAssignmentRecord RoleAssignment;
+typedef Mhsm__Internal__RoleDefinitionRecord RoleDef;
+
+/* A test GUID: "00000000-0000-0000-0000-" followed by |n| in 12 digits. */
+static const char *guid(char buf[37], unsigned n)
+{
+    snprintf(buf, 37, "00000000-0000-4000-8000-%012u", n);
+    return buf;
+}
+
+/* Activates with one initial assignment per |admins| entry, named guid(1000 + i),
+ * at "/" with Managed HSM Administrator. */
+static int activate_admins(struct env *e, uint32_t retention, const char *const *admins, size_t n,
+                           struct mh_fsm_result *res)
 {
     Command cmd = MHSM__INTERNAL__COMMAND__INIT;
     Mhsm__Internal__Activate act = MHSM__INTERNAL__ACTIVATE__INIT;
     Mhsm__Internal__DomainRecord d = MHSM__INTERNAL__DOMAIN_RECORD__INIT;
     uint8_t id[16] = {1, 2, 3};
+    RoleAssignment ras[4], *rp[4];
+    char names[4][37];
+    assert_true(n <= 4);
+    for (size_t i = 0; i < n; i++) {
+        mhsm__internal__role_assignment_record__init(&ras[i]);
+        ras[i].name = (char *)guid(names[i], (unsigned)(1000 + i));
+        ras[i].scope = S("/");
+        ras[i].role_id = S(MH_RBAC_ROLE_ADMIN);
+        ras[i].principal_id = (char *)admins[i];
+        ras[i].created = 1; /* the FSM sets the command time */
+        rp[i] = &ras[i];
+    }
     d.retention_days = retention;
     d.quorum = 2;
     d.domain_id.data = id;
     d.domain_id.len = sizeof id;
     act.domain = &d;
+    act.initial_assignments = rp;
+    act.n_initial_assignments = n;
     cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_ACTIVATE;
     cmd.activate = &act;
-    return run(e, &cmd, NULL, NULL);
+    return run(e, &cmd, NULL, res);
+}
+
+static int activate(struct env *e, uint32_t retention)
+{
+    return activate_admins(e, retention, NULL, 0, NULL);
 }
 
 struct addopt {
@@ -863,10 +898,15 @@ static void test_mutations_deterministic(void **state)
 }
 
 /* A mixed history, successes and failures, with request ids. */
+static void rbac_history(struct env *e);
+static void compare_rbac(struct env *a, struct env *b);
+
 static void history(struct env *e)
 {
     struct mh_fsm_result res;
-    assert_int_equal(activate(e, 7), 0);
+    const char *admins[] = {"spiffe://mhsm/admin", "spiffe://mhsm/admin2"};
+    assert_int_equal(activate_admins(e, 7, admins, 2, &res), 0);
+    rbac_history(e);
     for (int i = 0; i < 30; i++) {
         char name[16], rid[16];
         snprintf(name, sizeof name, "key-%02d", i % 11);
@@ -898,6 +938,7 @@ static void test_determinism(void **state)
     history(&a);
     history(&b);
     struct mh_buf sa = {0}, sb = {0};
+    compare_rbac(&a, &b);
     snapshot(&a, &sa);
     snapshot(&b, &sb);
     assert_true(sa.len > 1000);
@@ -997,6 +1038,7 @@ static void test_snapshot_restore(void **state)
     assert_int_equal(mh_fsm_restore(b.fsm, s.data, s.len), 0);
     assert_int_equal(mh_store_get_key(b.st, "only-in-b", &k), MH_ENOTFOUND);
     compare_reads(&a, &b);
+    compare_rbac(&a, &b);
     snapshot(&b, &s2);
     assert_int_equal(s.len, s2.len);
     assert_memory_equal(s.data, s2.data, s.len);
@@ -1098,6 +1140,749 @@ static void test_padded_entries(void **state)
     env_close(&b);
 }
 
+/* ---- RBAC ------------------------------------------------------------------ */
+
+#define A(s) MH_RBAC_PREFIX s
+
+struct defopt {
+    const char *name;
+    const char *desc;
+    char **data;
+    size_t n_data;
+    char **not_data;
+    size_t n_not;
+    uint32_t max;
+    const char *rid;
+};
+
+static int put_def(struct env *e, const char *id, struct defopt o, struct mh_fsm_result *res)
+{
+    Command cmd = MHSM__INTERNAL__COMMAND__INIT;
+    Mhsm__Internal__PutRoleDefinition p = MHSM__INTERNAL__PUT_ROLE_DEFINITION__INIT;
+    RoleDef d = MHSM__INTERNAL__ROLE_DEFINITION_RECORD__INIT;
+    static char *one[] = {S(A("keys/read/action"))};
+    d.id = (char *)id;
+    d.role_name = (char *)(o.name ? o.name : "custom");
+    d.description = (char *)(o.desc ? o.desc : "");
+    d.data_actions = o.data ? o.data : one;
+    d.n_data_actions = o.data ? o.n_data : 1;
+    d.not_data_actions = o.not_data;
+    d.n_not_data_actions = o.n_not;
+    d.created = d.updated = 3; /* overridden by the FSM */
+    p.record = &d;
+    p.max_custom_roles = o.max;
+    cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_DEFINITION;
+    cmd.put_role_definition = &p;
+    return run(e, &cmd, o.rid, res);
+}
+
+static int del_def(struct env *e, const char *id, struct mh_fsm_result *res)
+{
+    Command cmd = MHSM__INTERNAL__COMMAND__INIT;
+    Mhsm__Internal__DeleteRoleDefinition d = MHSM__INTERNAL__DELETE_ROLE_DEFINITION__INIT;
+    d.id = (char *)id;
+    cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_DELETE_ROLE_DEFINITION;
+    cmd.delete_role_definition = &d;
+    return run(e, &cmd, NULL, res);
+}
+
+struct raopt {
+    uint32_t max_hsm, max_key;
+    const char *rid;
+};
+
+static const struct raopt RA50 = {50, 10, NULL};
+
+static int put_ra(struct env *e, const char *name, const char *scope, const char *role,
+                  const char *principal, struct raopt o, struct mh_fsm_result *res)
+{
+    Command cmd = MHSM__INTERNAL__COMMAND__INIT;
+    Mhsm__Internal__PutRoleAssignment p = MHSM__INTERNAL__PUT_ROLE_ASSIGNMENT__INIT;
+    RoleAssignment r = MHSM__INTERNAL__ROLE_ASSIGNMENT_RECORD__INIT;
+    r.name = (char *)name;
+    r.scope = (char *)scope;
+    r.role_id = (char *)role;
+    r.principal_id = (char *)principal;
+    p.record = &r;
+    p.max_hsm_scope = o.max_hsm;
+    p.max_per_key = o.max_key;
+    cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_ASSIGNMENT;
+    cmd.put_role_assignment = &p;
+    return run(e, &cmd, o.rid, res);
+}
+
+static int del_ra(struct env *e, const char *name, struct mh_fsm_result *res)
+{
+    Command cmd = MHSM__INTERNAL__COMMAND__INIT;
+    Mhsm__Internal__DeleteRoleAssignment d = MHSM__INTERNAL__DELETE_ROLE_ASSIGNMENT__INIT;
+    d.name = (char *)name;
+    cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_DELETE_ROLE_ASSIGNMENT;
+    cmd.delete_role_assignment = &d;
+    return run(e, &cmd, NULL, res);
+}
+
+/* The names listed for |principal| / |scope| (NULL: any), joined with ",". */
+static void ra_names(struct env *e, const char *principal, const char *scope, char *out, size_t cap)
+{
+    struct mh_store_ra_filter f = {principal, scope};
+    RoleAssignment **ra = NULL;
+    size_t n;
+    bool more;
+    assert_int_equal(mh_store_list_role_assignments(e->st, &f, NULL, 100, &ra, &n, &more), 0);
+    assert_false(more);
+    out[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (principal != NULL)
+            assert_string_equal(ra[i]->principal_id, principal);
+        if (scope != NULL)
+            assert_string_equal(ra[i]->scope, scope);
+        /* only the last 4 digits: the test GUIDs differ there */
+        size_t l = strlen(out);
+        snprintf(out + l, cap - l, "%s%s", l ? "," : "", ra[i]->name + 32);
+    }
+    mh_store_records_free(ra, n);
+}
+
+static bool ra_exists(struct env *e, const char *name)
+{
+    RoleAssignment *r = NULL;
+    int rv = mh_store_get_role_assignment(e->st, name, &r);
+    assert_true(rv == 0 || rv == MH_ENOTFOUND);
+    mh_store_free(r);
+    return rv == 0;
+}
+
+static void test_rbac_activation(void **state)
+{
+    (void)state;
+    struct env e;
+    env_open(&e);
+    struct mh_fsm_result res;
+    char g[37], g2[37];
+    /* role commands need an activated HSM */
+    assert_int_equal(put_def(&e, guid(g, 1), (struct defopt){0}, &res), MH_ENOTACTIVE);
+    assert_int_equal(put_ra(&e, guid(g, 1), "/", MH_RBAC_ROLE_ADMIN, "p", RA50, &res),
+                     MH_ENOTACTIVE);
+    assert_int_equal(del_ra(&e, guid(g, 1), &res), MH_ENOTACTIVE);
+    assert_int_equal(del_def(&e, guid(g, 1), &res), MH_ENOTACTIVE);
+
+    /* a malformed initial assignment refuses the whole activation */
+    const char *bad[] = {"spiffe://mhsm/admin", "has space"};
+    assert_int_equal(activate_admins(&e, 7, bad, 2, &res), MH_EPROTO);
+    Mhsm__Internal__DomainRecord *d = NULL;
+    assert_int_equal(mh_store_get_domain(e.st, &d), MH_ENOTFOUND);
+    assert_false(ra_exists(&e, guid(g, 1000)));
+
+    e.time = 4242;
+    const char *admins[] = {"spiffe://mhsm/admin", "spiffe://mhsm/admin2", "spiffe://mhsm/admin"};
+    assert_int_equal(activate_admins(&e, 7, admins, 3, &res), 0);
+    assert_int_equal(mh_store_get_domain(e.st, &d), 0);
+    mh_store_free(d);
+    RoleAssignment *r = NULL;
+    assert_int_equal(mh_store_get_role_assignment(e.st, guid(g, 1000), &r), 0);
+    assert_string_equal(r->scope, "/");
+    assert_string_equal(r->role_id, MH_RBAC_ROLE_ADMIN);
+    assert_string_equal(r->principal_id, "spiffe://mhsm/admin");
+    assert_int_equal(r->created, 4242);
+    mh_store_free(r);
+    /* the repeated principal is stored once */
+    assert_false(ra_exists(&e, guid(g, 1002)));
+    char names[256];
+    ra_names(&e, "spiffe://mhsm/admin", NULL, names, sizeof names);
+    assert_string_equal(names, "1000");
+    ra_names(&e, NULL, "/", names, sizeof names);
+    assert_string_equal(names, "1000,1001");
+    /* an initial assignment must name a built-in role with lower-case GUIDs */
+    struct env e2;
+    env_open(&e2);
+    Command cmd = MHSM__INTERNAL__COMMAND__INIT;
+    Mhsm__Internal__Activate act = MHSM__INTERNAL__ACTIVATE__INIT;
+    Mhsm__Internal__DomainRecord dom = MHSM__INTERNAL__DOMAIN_RECORD__INIT;
+    RoleAssignment ra = MHSM__INTERNAL__ROLE_ASSIGNMENT_RECORD__INIT, *rap = &ra;
+    ra.name = (char *)guid(g2, 5);
+    ra.scope = S("/");
+    ra.role_id = S(MH_RBAC_ROLE_ADMIN);
+    ra.principal_id = S("p");
+    act.domain = &dom;
+    act.initial_assignments = &rap;
+    act.n_initial_assignments = 1;
+    cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_ACTIVATE;
+    cmd.activate = &act;
+    ra.role_id = S("A290E904-7015-4BBA-90C8-60543313CDB4");
+    assert_int_equal(run(&e2, &cmd, NULL, &res), MH_EPROTO);
+    ra.role_id = (char *)guid(g, 77); /* not a built-in */
+    assert_int_equal(run(&e2, &cmd, NULL, &res), MH_EPROTO);
+    ra.role_id = S(MH_RBAC_ROLE_ADMIN);
+    ra.scope = S("");
+    assert_int_equal(run(&e2, &cmd, NULL, &res), MH_EPROTO);
+    ra.scope = S("/");
+    assert_int_equal(run(&e2, &cmd, NULL, &res), 0);
+    assert_true(ra_exists(&e2, g2));
+    env_close(&e2);
+    env_close(&e);
+}
+
+static void test_role_definitions(void **state)
+{
+    (void)state;
+    struct env e;
+    env_open(&e);
+    const char *admins[] = {"spiffe://mhsm/admin"};
+    struct mh_fsm_result res;
+    assert_int_equal(activate_admins(&e, 7, admins, 1, &res), 0);
+    char g1[37], g2[37], g3[37], g4[37];
+    guid(g1, 1), guid(g2, 2), guid(g3, 3), guid(g4, 4);
+
+    /* malformed records */
+    char up[37];
+    strcpy(up, g1);
+    up[0] = 'A';
+    strcpy(up, "ABCDEF00-0000-4000-8000-000000000001");
+    assert_int_equal(put_def(&e, up, (struct defopt){0}, &res), MH_EPROTO);
+    assert_string_equal(res.name, "");
+    assert_int_equal(put_def(&e, "not-a-guid", (struct defopt){0}, &res), MH_EPROTO);
+    assert_int_equal(put_def(&e, g1, (struct defopt){.name = ""}, &res), MH_EPROTO);
+    char longname[MH_RBAC_ROLE_NAME_MAX + 2];
+    memset(longname, 'n', sizeof longname - 1);
+    longname[sizeof longname - 1] = 0;
+    assert_int_equal(put_def(&e, g1, (struct defopt){.name = longname}, &res), MH_EPROTO);
+    longname[MH_RBAC_ROLE_NAME_MAX] = 0; /* exactly 512 */
+    char longdesc[MH_RBAC_DESC_MAX + 2];
+    memset(longdesc, 'd', sizeof longdesc - 1);
+    longdesc[sizeof longdesc - 1] = 0;
+    assert_int_equal(put_def(&e, g1, (struct defopt){.desc = longdesc}, &res), MH_EPROTO);
+    char *none[1] = {NULL};
+    assert_int_equal(put_def(&e, g1, (struct defopt){.data = none, .n_data = 0}, &res), MH_EPROTO);
+    char *badpat[] = {S(A("keys/nosuch/action"))};
+    assert_int_equal(put_def(&e, g1, (struct defopt){.data = badpat, .n_data = 1}, &res),
+                     MH_EPROTO);
+    char *badstar[] = {S(A("keys/*/action"))};
+    assert_int_equal(put_def(&e, g1, (struct defopt){.data = badstar, .n_data = 1}, &res),
+                     MH_EPROTO);
+    char *okpat[] = {S(A("keys/read/action"))};
+    assert_int_equal(
+        put_def(&e, g1, (struct defopt){.data = okpat, .n_data = 1, .not_data = badpat, .n_not = 1},
+                &res),
+        MH_EPROTO);
+    char *many[MH_RBAC_MAX_ACTIONS + 1];
+    for (size_t i = 0; i <= MH_RBAC_MAX_ACTIONS; i++)
+        many[i] = S(A("keys/read/action"));
+    assert_int_equal(
+        put_def(&e, g1, (struct defopt){.data = many, .n_data = MH_RBAC_MAX_ACTIONS + 1}, &res),
+        MH_EPROTO);
+    assert_int_equal(
+        put_def(&e, g1,
+                (struct defopt){
+                    .data = okpat, .n_data = 1, .not_data = many, .n_not = MH_RBAC_MAX_ACTIONS + 1},
+                &res),
+        MH_EPROTO);
+    RoleDef **defs = NULL;
+    size_t n;
+    assert_int_equal(mh_store_list_role_definitions(e.st, &defs, &n), 0);
+    assert_int_equal(n, 0);
+    assert_null(defs);
+
+    /* the boundaries themselves are fine */
+    longdesc[MH_RBAC_DESC_MAX] = 0;
+    e.time = 100;
+    assert_int_equal(put_def(&e, g1,
+                             (struct defopt){.name = longname,
+                                             .desc = longdesc,
+                                             .data = many,
+                                             .n_data = MH_RBAC_MAX_ACTIONS},
+                             &res),
+                     0);
+    assert_string_equal(res.name, g1);
+    RoleDef *d = NULL;
+    assert_int_equal(mh_store_get_role_definition(e.st, g1, &d), 0);
+    assert_int_equal(d->created, 100);
+    assert_int_equal(d->updated, 100);
+    assert_int_equal(strlen(d->role_name), MH_RBAC_ROLE_NAME_MAX);
+    mh_store_free(d);
+
+    /* built-ins: id immutable, names reserved in any case */
+    assert_int_equal(put_def(&e, MH_RBAC_ROLE_CRYPTO_USER, (struct defopt){.name = "x"}, &res),
+                     MH_EBUILTIN);
+    assert_int_equal(put_def(&e, g2, (struct defopt){.name = "managed hsm CRYPTO user"}, &res),
+                     MH_EEXIST);
+    assert_int_equal(put_def(&e, g2, (struct defopt){.name = "Keys Reader"}, &res), 0);
+    assert_int_equal(put_def(&e, g3, (struct defopt){.name = "KEYS READER"}, &res), MH_EEXIST);
+    assert_int_equal(mh_store_get_role_definition(e.st, g3, &d), MH_ENOTFOUND);
+
+    /* replace keeps created, moves updated; renaming to its own name in another case */
+    e.time = 200;
+    char *two[] = {S(A("keys/read/action")), S(A("keys/sign/action"))};
+    assert_int_equal(
+        put_def(&e, g2, (struct defopt){.name = "keys reader", .data = two, .n_data = 2}, &res), 0);
+    assert_int_equal(mh_store_get_role_definition(e.st, g2, &d), 0);
+    assert_int_equal(d->created, 100);
+    assert_int_equal(d->updated, 200);
+    assert_string_equal(d->role_name, "keys reader");
+    assert_int_equal(d->n_data_actions, 2);
+    mh_store_free(d);
+
+    /* the custom-role limit counts creations only; 0 is no limit */
+    assert_int_equal(put_def(&e, g3, (struct defopt){.name = "third", .max = 2}, &res), MH_ELIMIT);
+    assert_string_equal(res.name, g3);
+    assert_int_equal(put_def(&e, g2, (struct defopt){.name = "keys reader", .max = 2}, &res), 0);
+    assert_int_equal(put_def(&e, g3, (struct defopt){.name = "third", .max = 3}, &res), 0);
+    assert_int_equal(put_def(&e, g4, (struct defopt){.name = "fourth", .max = 0}, &res), 0);
+    assert_int_equal(mh_store_list_role_definitions(e.st, &defs, &n), 0);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++) {
+        char want[37];
+        assert_string_equal(defs[i]->id, guid(want, (unsigned)i + 1));
+    }
+    mh_store_records_free(defs, n);
+
+    /* delete: built-in, unknown, malformed, in use */
+    assert_int_equal(del_def(&e, MH_RBAC_ROLE_ADMIN, &res), MH_EBUILTIN);
+    char g9[37];
+    assert_int_equal(del_def(&e, guid(g9, 9), &res), MH_ENOTFOUND);
+    assert_string_equal(res.name, g9);
+    assert_int_equal(del_def(&e, "ABCDEF00-0000-4000-8000-000000000001", &res), MH_EPROTO);
+    char a1[37], a2[37];
+    guid(a1, 501), guid(a2, 502);
+    assert_int_equal(put_ra(&e, a1, "/keys/k1", g3, "spiffe://mhsm/app", RA50, &res), 0);
+    assert_int_equal(put_ra(&e, a2, "/", g3, "spiffe://mhsm/other", RA50, &res), 0);
+    assert_int_equal(del_def(&e, g3, &res), MH_EINUSE);
+    assert_int_equal(del_ra(&e, a1, &res), 0);
+    assert_int_equal(del_def(&e, g3, &res), MH_EINUSE);
+    assert_int_equal(del_ra(&e, a2, &res), 0);
+    assert_int_equal(del_def(&e, g3, &res), 0);
+    assert_string_equal(res.name, g3);
+    assert_int_equal(mh_store_get_role_definition(e.st, g3, &d), MH_ENOTFOUND);
+    assert_int_equal(del_def(&e, g3, &res), MH_ENOTFOUND);
+    /* a deleted role can no longer be assigned; its name is free again */
+    assert_int_equal(put_ra(&e, a1, "/", g3, "spiffe://mhsm/app", RA50, &res), MH_ENOTFOUND);
+    assert_int_equal(put_def(&e, g9, (struct defopt){.name = "Third"}, &res), 0);
+    env_close(&e);
+}
+
+static void test_role_assignments(void **state)
+{
+    (void)state;
+    struct env e;
+    env_open(&e);
+    const char *admins[] = {"spiffe://mhsm/admin"};
+    struct mh_fsm_result res;
+    assert_int_equal(activate_admins(&e, 7, admins, 1, &res), 0);
+    char g1[37], g2[37], g3[37], g4[37], role[37];
+    guid(g1, 1), guid(g2, 2), guid(g3, 3), guid(g4, 4), guid(role, 77);
+    const char *app = "spiffe://mhsm/app";
+
+    /* malformed */
+    assert_int_equal(put_ra(&e, "ABCDEF00-0000-4000-8000-000000000001", "/",
+                            MH_RBAC_ROLE_CRYPTO_USER, app, RA50, &res),
+                     MH_EPROTO);
+    assert_int_equal(put_ra(&e, g1, "/", "21DBD100-6940-42C2-9190-5D6CB909625B", app, RA50, &res),
+                     MH_EPROTO);
+    assert_int_equal(put_ra(&e, g1, "", MH_RBAC_ROLE_CRYPTO_USER, app, RA50, &res), MH_EPROTO);
+    assert_int_equal(put_ra(&e, g1, "/keys/", MH_RBAC_ROLE_CRYPTO_USER, app, RA50, &res),
+                     MH_EPROTO);
+    assert_int_equal(put_ra(&e, g1, "/secrets", MH_RBAC_ROLE_CRYPTO_USER, app, RA50, &res),
+                     MH_EPROTO);
+    assert_int_equal(put_ra(&e, g1, "/keys/a/b", MH_RBAC_ROLE_CRYPTO_USER, app, RA50, &res),
+                     MH_EPROTO);
+    assert_int_equal(put_ra(&e, g1, "/", MH_RBAC_ROLE_CRYPTO_USER, "two words", RA50, &res),
+                     MH_EPROTO);
+    assert_int_equal(put_ra(&e, g1, "/", MH_RBAC_ROLE_CRYPTO_USER, "", RA50, &res), MH_EPROTO);
+    char longp[MH_RBAC_PRINCIPAL_MAX + 2];
+    memset(longp, 'p', sizeof longp - 1);
+    longp[sizeof longp - 1] = 0;
+    assert_int_equal(put_ra(&e, g1, "/", MH_RBAC_ROLE_CRYPTO_USER, longp, RA50, &res), MH_EPROTO);
+    char longscope[200];
+    memset(longscope, 'k', sizeof longscope - 1);
+    longscope[sizeof longscope - 1] = 0;
+    memcpy(longscope, "/keys/", 6);
+    assert_int_equal(put_ra(&e, g1, longscope, MH_RBAC_ROLE_CRYPTO_USER, app, RA50, &res),
+                     MH_EPROTO);
+    assert_false(ra_exists(&e, g1));
+    /* unknown role */
+    assert_int_equal(put_ra(&e, g1, "/", role, app, RA50, &res), MH_ENOTFOUND);
+    assert_string_equal(res.name, g1);
+
+    /* the longest principal and scope fit the index keys */
+    longp[MH_RBAC_PRINCIPAL_MAX] = 0;
+    longscope[MH_RBAC_SCOPE_MAX] = 0;
+    e.time = 500;
+    assert_int_equal(put_ra(&e, g1, longscope, MH_RBAC_ROLE_CRYPTO_USER, longp, RA50, &res), 0);
+    assert_string_equal(res.name, g1);
+    char names[512];
+    ra_names(&e, longp, NULL, names, sizeof names);
+    assert_string_equal(names, "0001");
+    ra_names(&e, NULL, longscope, names, sizeof names);
+    assert_string_equal(names, "0001");
+    RoleAssignment *r = NULL;
+    assert_int_equal(mh_store_get_role_assignment(e.st, g1, &r), 0);
+    assert_int_equal(r->created, 500);
+    mh_store_free(r);
+
+    /* idempotent re-put; a different assignment under the name; a second name for
+     * the same (principal, role, scope) */
+    e.time = 600;
+    assert_int_equal(put_ra(&e, g1, longscope, MH_RBAC_ROLE_CRYPTO_USER, longp, RA50, &res), 0);
+    assert_int_equal(mh_store_get_role_assignment(e.st, g1, &r), 0);
+    assert_int_equal(r->created, 500);
+    mh_store_free(r);
+    assert_int_equal(put_ra(&e, g1, longscope, MH_RBAC_ROLE_AUDITOR, longp, RA50, &res), MH_EEXIST);
+    assert_int_equal(put_ra(&e, g1, "/", MH_RBAC_ROLE_CRYPTO_USER, longp, RA50, &res), MH_EEXIST);
+    assert_int_equal(put_ra(&e, g1, longscope, MH_RBAC_ROLE_CRYPTO_USER, app, RA50, &res),
+                     MH_EEXIST);
+    assert_int_equal(put_ra(&e, g2, longscope, MH_RBAC_ROLE_CRYPTO_USER, longp, RA50, &res),
+                     MH_EEXIST);
+    assert_false(ra_exists(&e, g2));
+    /* any one of the three differing makes a new assignment */
+    assert_int_equal(put_ra(&e, g2, longscope, MH_RBAC_ROLE_AUDITOR, longp, RA50, &res), 0);
+    assert_int_equal(put_ra(&e, g3, "/keys", MH_RBAC_ROLE_CRYPTO_USER, longp, RA50, &res), 0);
+    assert_int_equal(put_ra(&e, g4, longscope, MH_RBAC_ROLE_CRYPTO_USER, app, RA50, &res), 0);
+    ra_names(&e, longp, NULL, names, sizeof names);
+    assert_string_equal(names, "0001,0002,0003");
+    ra_names(&e, NULL, longscope, names, sizeof names);
+    assert_string_equal(names, "0001,0002,0004");
+    ra_names(&e, longp, longscope, names, sizeof names);
+    assert_string_equal(names, "0001,0002");
+    ra_names(&e, NULL, NULL, names, sizeof names);
+    assert_string_equal(names, "0001,0002,0003,0004,1000");
+
+    /* index consistency after deletes */
+    assert_int_equal(del_ra(&e, g2, &res), 0);
+    assert_string_equal(res.name, g2);
+    assert_int_equal(del_ra(&e, g2, &res), MH_ENOTFOUND);
+    assert_int_equal(del_ra(&e, "nope", &res), MH_EPROTO);
+    ra_names(&e, longp, NULL, names, sizeof names);
+    assert_string_equal(names, "0001,0003");
+    ra_names(&e, NULL, longscope, names, sizeof names);
+    assert_string_equal(names, "0001,0004");
+    ra_names(&e, NULL, "/keys", names, sizeof names);
+    assert_string_equal(names, "0003");
+    ra_names(&e, NULL, "/", names, sizeof names);
+    assert_string_equal(names, "1000");
+    ra_names(&e, app, NULL, names, sizeof names);
+    assert_string_equal(names, "0004");
+    ra_names(&e, "spiffe://mhsm/nobody", NULL, names, sizeof names);
+    assert_string_equal(names, "");
+    /* the "r" index follows too: an unused custom role deletes */
+    assert_int_equal(put_def(&e, role, (struct defopt){.name = "r"}, &res), 0);
+    assert_int_equal(put_ra(&e, g2, "/keys/x", role, app, RA50, &res), 0);
+    assert_int_equal(del_def(&e, role, &res), MH_EINUSE);
+    assert_int_equal(del_ra(&e, g2, &res), 0);
+    assert_int_equal(del_def(&e, role, &res), 0);
+    env_close(&e);
+}
+
+static void test_role_assignment_limits(void **state)
+{
+    (void)state;
+    struct env e;
+    env_open(&e);
+    const char *admins[] = {"spiffe://mhsm/admin"};
+    struct mh_fsm_result res;
+    assert_int_equal(activate_admins(&e, 7, admins, 1, &res), 0);
+    char g[37];
+    struct raopt lim = {3, 2, NULL};
+    /* HSM scope: "/" and "/keys" together (the initial admin counts) */
+    assert_int_equal(put_ra(&e, guid(g, 1), "/keys", MH_RBAC_ROLE_AUDITOR, "a", lim, &res), 0);
+    assert_int_equal(put_ra(&e, guid(g, 2), "/", MH_RBAC_ROLE_AUDITOR, "b", lim, &res), 0);
+    assert_int_equal(put_ra(&e, guid(g, 3), "/", MH_RBAC_ROLE_AUDITOR, "c", lim, &res), MH_ELIMIT);
+    assert_string_equal(res.name, g);
+    assert_int_equal(put_ra(&e, guid(g, 3), "/keys", MH_RBAC_ROLE_AUDITOR, "c", lim, &res),
+                     MH_ELIMIT);
+    assert_false(ra_exists(&e, g));
+    /* an identical re-put at the limit is still a success */
+    assert_int_equal(put_ra(&e, guid(g, 2), "/", MH_RBAC_ROLE_AUDITOR, "b", lim, &res), 0);
+    /* per key: each key on its own, unaffected by the HSM-scope count */
+    assert_int_equal(put_ra(&e, guid(g, 10), "/keys/k1", MH_RBAC_ROLE_AUDITOR, "a", lim, &res), 0);
+    assert_int_equal(put_ra(&e, guid(g, 11), "/keys/k1", MH_RBAC_ROLE_AUDITOR, "b", lim, &res), 0);
+    assert_int_equal(put_ra(&e, guid(g, 12), "/keys/k1", MH_RBAC_ROLE_AUDITOR, "c", lim, &res),
+                     MH_ELIMIT);
+    assert_int_equal(put_ra(&e, guid(g, 12), "/keys/k2", MH_RBAC_ROLE_AUDITOR, "c", lim, &res), 0);
+    /* a key name that extends another is a different scope */
+    assert_int_equal(put_ra(&e, guid(g, 13), "/keys/k1x", MH_RBAC_ROLE_AUDITOR, "c", lim, &res), 0);
+    /* freeing a slot allows one more; 0 means no limit */
+    assert_int_equal(del_ra(&e, guid(g, 10), &res), 0);
+    assert_int_equal(put_ra(&e, guid(g, 14), "/keys/k1", MH_RBAC_ROLE_AUDITOR, "c", lim, &res), 0);
+    struct raopt unlimited = {0, 0, NULL};
+    assert_int_equal(put_ra(&e, guid(g, 3), "/", MH_RBAC_ROLE_AUDITOR, "c", unlimited, &res), 0);
+    assert_int_equal(
+        put_ra(&e, guid(g, 15), "/keys/k1", MH_RBAC_ROLE_AUDITOR, "d", unlimited, &res), 0);
+    env_close(&e);
+}
+
+static void test_rbac_lockout(void **state)
+{
+    (void)state;
+    struct env e;
+    env_open(&e);
+    const char *admins[] = {"spiffe://mhsm/admin"};
+    struct mh_fsm_result res;
+    assert_int_equal(activate_admins(&e, 7, admins, 1, &res), 0);
+    char first[37], g[37], role[37];
+    guid(first, 1000);
+    guid(role, 77);
+    /* the last admin assignment cannot go */
+    assert_int_equal(del_ra(&e, first, &res), MH_ELOCKOUT);
+    assert_string_equal(res.name, first);
+    assert_true(ra_exists(&e, first));
+    /* grants that do not count: per-key admin, HSM-scope roles without
+     * roleAssignments/write, a custom role whose notDataActions remove it */
+    assert_int_equal(
+        put_ra(&e, guid(g, 1), "/keys/k", MH_RBAC_ROLE_ADMIN, "spiffe://x", RA50, &res), 0);
+    assert_int_equal(
+        put_ra(&e, guid(g, 2), "/", MH_RBAC_ROLE_CRYPTO_USER, "spiffe://x", RA50, &res), 0);
+    char *all[] = {S(MH_RBAC_PREFIX "*")};
+    char *no_ra_write[] = {S(A("roleAssignments/WRITE/action"))};
+    assert_int_equal(put_def(&e, role,
+                             (struct defopt){.name = "almost admin",
+                                             .data = all,
+                                             .n_data = 1,
+                                             .not_data = no_ra_write,
+                                             .n_not = 1},
+                             &res),
+                     0);
+    assert_int_equal(put_ra(&e, guid(g, 3), "/", role, "spiffe://x", RA50, &res), 0);
+    assert_int_equal(del_ra(&e, first, &res), MH_ELOCKOUT);
+    /* deleting grants that never counted is fine */
+    assert_int_equal(del_ra(&e, guid(g, 1), &res), 0);
+    assert_int_equal(del_ra(&e, guid(g, 2), &res), 0);
+
+    /* with a second admin ("/keys" counts as HSM scope) the first delete works */
+    char second[37];
+    guid(second, 4);
+    assert_int_equal(
+        put_ra(&e, second, "/keys", MH_RBAC_ROLE_POLICY_ADMIN, "spiffe://y", RA50, &res), 0);
+    assert_int_equal(del_ra(&e, first, &res), 0);
+    assert_false(ra_exists(&e, first));
+    assert_int_equal(del_ra(&e, second, &res), MH_ELOCKOUT);
+    assert_true(ra_exists(&e, second));
+
+    /* a custom role holding the last grant: replacing it to drop roleAssignments/write
+     * is refused (dropped directly or through notDataActions), keeping it is not */
+    char admin_role[37], third[37];
+    guid(admin_role, 78);
+    guid(third, 5);
+    char *ra_write[] = {S(A("roleAssignments/write/action")), S(A("roleAssignments/read/action"))};
+    assert_int_equal(
+        put_def(&e, admin_role, (struct defopt){.name = "ra", .data = ra_write, .n_data = 2}, &res),
+        0);
+    assert_int_equal(put_ra(&e, third, "/", admin_role, "spiffe://z", RA50, &res), 0);
+    assert_int_equal(del_ra(&e, second, &res), 0);
+    e.time = 777;
+    assert_int_equal(put_def(&e, admin_role,
+                             (struct defopt){.name = "ra", .data = ra_write + 1, .n_data = 1},
+                             &res),
+                     MH_ELOCKOUT);
+    assert_string_equal(res.name, admin_role);
+    assert_int_equal(
+        put_def(
+            &e, admin_role,
+            (struct defopt){
+                .name = "ra", .data = ra_write, .n_data = 2, .not_data = no_ra_write, .n_not = 1},
+            &res),
+        MH_ELOCKOUT);
+    RoleDef *d = NULL;
+    assert_int_equal(mh_store_get_role_definition(e.st, admin_role, &d), 0);
+    assert_int_equal(d->n_data_actions, 2);
+    assert_int_equal(d->n_not_data_actions, 0);
+    assert_true(d->updated != 777);
+    mh_store_free(d);
+    assert_int_equal(put_def(&e, admin_role,
+                             (struct defopt){.name = "ra renamed", .data = all, .n_data = 1}, &res),
+                     0);
+    assert_int_equal(del_ra(&e, third, &res), MH_ELOCKOUT);
+    /* a role that never granted roleAssignments/write is replaced freely */
+    assert_int_equal(put_def(&e, role,
+                             (struct defopt){.name = "almost admin",
+                                             .data = all,
+                                             .n_data = 1,
+                                             .not_data = no_ra_write,
+                                             .n_not = 1},
+                             &res),
+                     0);
+    env_close(&e);
+}
+
+static void test_rbac_request_ids(void **state)
+{
+    (void)state;
+    struct env e;
+    env_open(&e);
+    const char *admins[] = {"spiffe://mhsm/admin"};
+    struct mh_fsm_result res;
+    assert_int_equal(activate_admins(&e, 7, admins, 1, &res), 0);
+    char g1[37], g2[37];
+    guid(g1, 1), guid(g2, 2);
+    struct raopt o = {50, 10, "rid-ra"};
+    assert_int_equal(put_ra(&e, g1, "/", MH_RBAC_ROLE_AUDITOR, "p", o, &res), 0);
+    Mhsm__Internal__RequestRecord *rr = NULL;
+    assert_int_equal(mh_store_get_request(e.st, "rid-ra", &rr), 0);
+    assert_string_equal(rr->target, g1);
+    assert_string_equal(rr->name, g1);
+    assert_int_equal(rr->body, MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_ASSIGNMENT);
+    assert_int_equal(rr->result, 0);
+    mh_store_free(rr);
+    /* the retry returns the first outcome even after the assignment went away */
+    assert_int_equal(del_ra(&e, g1, &res), 0);
+    assert_int_equal(put_ra(&e, g1, "/", MH_RBAC_ROLE_AUDITOR, "p", o, &res), 0);
+    assert_false(ra_exists(&e, g1));
+    /* the id reused for another assignment */
+    assert_int_equal(put_ra(&e, g2, "/", MH_RBAC_ROLE_AUDITOR, "p", o, &res), MH_EREQUESTID);
+    assert_false(ra_exists(&e, g2));
+    /* a recorded failure stays a failure */
+    assert_int_equal(put_def(&e, MH_RBAC_ROLE_AUDITOR, (struct defopt){.rid = "rid-def"}, &res),
+                     MH_EBUILTIN);
+    assert_int_equal(put_def(&e, MH_RBAC_ROLE_AUDITOR, (struct defopt){.rid = "rid-def"}, &res),
+                     MH_EBUILTIN);
+    assert_int_equal(mh_store_get_request(e.st, "rid-def", &rr), 0);
+    assert_string_equal(rr->target, MH_RBAC_ROLE_AUDITOR);
+    assert_int_equal(rr->result, MH_EBUILTIN);
+    mh_store_free(rr);
+    env_close(&e);
+}
+
+/* Role commands, successes and failures, for the determinism and snapshot tests. */
+static void rbac_history(struct env *e)
+{
+    struct mh_fsm_result res;
+    char *acts[] = {S(A("keys/*")), S(A("roleAssignments/read/action"))};
+    char *nots[] = {S(A("keys/sign/action"))};
+    for (unsigned i = 0; i < 12; i++) {
+        char g[37], r[37], name[16], principal[32], scope[32];
+        e->time = 500 + i;
+        snprintf(name, sizeof name, "role %u", i % 5);
+        (void)put_def(e, guid(r, 200 + i % 4),
+                      (struct defopt){.name = name,
+                                      .data = acts,
+                                      .n_data = 1 + i % 2,
+                                      .not_data = nots,
+                                      .n_not = i % 3 == 0,
+                                      .max = 3,
+                                      .rid = i % 2 ? "rbac-rid-1" : NULL},
+                      &res);
+        snprintf(principal, sizeof principal, "spiffe://mhsm/p%u", i % 3);
+        snprintf(scope, sizeof scope, i % 3 ? "/keys/key-%02u" : "/", i % 4);
+        const char *role = i % 2 ? r : MH_RBAC_ROLE_CRYPTO_USER;
+        (void)put_ra(e, guid(g, 300 + i % 7), scope, role, principal,
+                     (struct raopt){4, 2, i % 4 == 0 ? "rbac-rid-2" : NULL}, &res);
+        if (i % 5 == 4)
+            (void)del_ra(e, guid(g, 300 + i % 3), &res);
+        if (i % 6 == 5)
+            (void)del_def(e, guid(r, 200 + i % 4), &res);
+    }
+    (void)del_ra(e, guid((char[37]){0}, 1000), &res);
+}
+
+static void compare_rbac(struct env *a, struct env *b)
+{
+    RoleDef **da, **db;
+    size_t na, nb;
+    assert_int_equal(mh_store_list_role_definitions(a->st, &da, &na), 0);
+    assert_int_equal(mh_store_list_role_definitions(b->st, &db, &nb), 0);
+    assert_true(na > 0);
+    assert_int_equal(na, nb);
+    for (size_t i = 0; i < na; i++) {
+        assert_string_equal(da[i]->id, db[i]->id);
+        assert_string_equal(da[i]->role_name, db[i]->role_name);
+        assert_int_equal(da[i]->updated, db[i]->updated);
+    }
+    mh_store_records_free(da, na);
+    mh_store_records_free(db, nb);
+    RoleAssignment **ra, **rb;
+    bool ma, mb;
+    assert_int_equal(mh_store_list_role_assignments(a->st, NULL, NULL, 100, &ra, &na, &ma), 0);
+    assert_int_equal(mh_store_list_role_assignments(b->st, NULL, NULL, 100, &rb, &nb, &mb), 0);
+    assert_true(na > 2);
+    assert_int_equal(na, nb);
+    for (size_t i = 0; i < na; i++) {
+        assert_string_equal(ra[i]->name, rb[i]->name);
+        assert_string_equal(ra[i]->scope, rb[i]->scope);
+        assert_string_equal(ra[i]->principal_id, rb[i]->principal_id);
+        assert_int_equal(ra[i]->created, rb[i]->created);
+    }
+    mh_store_records_free(ra, na);
+    mh_store_records_free(rb, nb);
+}
+
+/* Rewrites a version-2 snapshot whose rbac database is empty as version 1. */
+static void to_v1(const struct mh_buf *v2, struct mh_buf *v1)
+{
+    /* the rbac database is last: an empty one is its 8-byte zero count */
+    size_t body = v2->len - 32 - 8;
+    static const uint8_t zero[8] = {0};
+    assert_memory_equal(v2->data + body, zero, 8);
+    mh_buf_free(v1);
+    assert_int_equal(mh_buf_append(v1, v2->data, body), 0);
+    v1->data[11] = 1; /* version */
+    v1->data[15] = 4; /* databases */
+    uint8_t *h;
+    assert_int_equal(mh_buf_extend(v1, 32, &h), 0);
+    unsigned int hl = 0;
+    assert_int_equal(EVP_Digest(v1->data, body, h, &hl, EVP_sha256(), NULL), 1);
+}
+
+static void test_snapshot_versions(void **state)
+{
+    (void)state;
+    struct env a, b;
+    env_open(&a);
+    env_open(&b);
+    struct mh_fsm_result res;
+    /* |a|: keys, no rbac records */
+    assert_int_equal(activate(&a, 7), 0);
+    assert_int_equal(add(&a, "k", "v1", NONE, &res), 0);
+    /* |b|: rbac records the v1 restore must clear */
+    const char *admins[] = {"spiffe://mhsm/admin"};
+    assert_int_equal(activate_admins(&b, 7, admins, 1, &res), 0);
+    char g[37];
+    assert_int_equal(put_def(&b, guid(g, 1), (struct defopt){0}, &res), 0);
+
+    struct mh_buf s2 = {0}, s1 = {0}, again = {0};
+    snapshot(&a, &s2);
+    assert_int_equal(s2.data[11], 2);
+    assert_int_equal(s2.data[15], 5);
+    to_v1(&s2, &s1);
+    assert_int_equal(mh_fsm_restore(b.fsm, s1.data, s1.len), 0);
+    RoleDef *d = NULL;
+    assert_int_equal(mh_store_get_role_definition(b.st, g, &d), MH_ENOTFOUND);
+    RoleAssignment **ra = NULL;
+    size_t n;
+    bool more;
+    assert_int_equal(mh_store_list_role_assignments(b.st, NULL, NULL, 10, &ra, &n, &more), 0);
+    assert_int_equal(n, 0);
+    Mhsm__Internal__KeyRecord *k = getkey(&b, "k");
+    mh_store_free(k);
+    /* and it snapshots as the same state in version 2 */
+    snapshot(&b, &again);
+    assert_int_equal(again.len, s2.len);
+    assert_memory_equal(again.data, s2.data, s2.len);
+
+    /* mismatched version and database count are refused (digest fixed up) */
+    struct mh_buf bad = {0};
+    assert_int_equal(mh_buf_append(&bad, s1.data, s1.len), 0);
+    bad.data[11] = 2; /* version 2 with 4 databases */
+    unsigned int hl = 0;
+    assert_int_equal(
+        EVP_Digest(bad.data, bad.len - 32, bad.data + bad.len - 32, &hl, EVP_sha256(), NULL), 1);
+    assert_int_equal(mh_fsm_restore(b.fsm, bad.data, bad.len), MH_ECORRUPT);
+    mh_buf_free(&bad);
+    assert_int_equal(mh_buf_append(&bad, s2.data, s2.len), 0);
+    bad.data[11] = 1; /* version 1 with 5 databases */
+    assert_int_equal(
+        EVP_Digest(bad.data, bad.len - 32, bad.data + bad.len - 32, &hl, EVP_sha256(), NULL), 1);
+    assert_int_equal(mh_fsm_restore(b.fsm, bad.data, bad.len), MH_ECORRUPT);
+    bad.data[11] = 3; /* unknown version */
+    bad.data[15] = 5;
+    assert_int_equal(
+        EVP_Digest(bad.data, bad.len - 32, bad.data + bad.len - 32, &hl, EVP_sha256(), NULL), 1);
+    assert_int_equal(mh_fsm_restore(b.fsm, bad.data, bad.len), MH_ECORRUPT);
+    mh_buf_free(&bad);
+    mh_buf_free(&s1);
+    mh_buf_free(&s2);
+    mh_buf_free(&again);
+    env_close(&a);
+    env_close(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1114,6 +1899,13 @@ int main(void)
         cmocka_unit_test(test_snapshot_restore),
         cmocka_unit_test(test_hook),
         cmocka_unit_test(test_padded_entries),
+        cmocka_unit_test(test_rbac_activation),
+        cmocka_unit_test(test_role_definitions),
+        cmocka_unit_test(test_role_assignments),
+        cmocka_unit_test(test_role_assignment_limits),
+        cmocka_unit_test(test_rbac_lockout),
+        cmocka_unit_test(test_rbac_request_ids),
+        cmocka_unit_test(test_snapshot_versions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
