@@ -16,6 +16,7 @@
 #include "consensus/fsm.h"
 #include "consensus/store.h"
 #include "crypto/alg.h"
+#include "node/authz.h"
 #include "node/config.h"
 #include "node/domain.h"
 #include "node/keycache.h"
@@ -69,10 +70,22 @@ static void on_fsm_applied(void *arg, const Mhsm__Internal__Command *cmd,
     struct mh_node *n = arg;
     if (cmd == NULL) { /* a snapshot replaced the whole state */
         mh_keycache_evict_all(n->keys);
+        mh_authz_invalidate(n);
         return;
     }
     if (res->rc != 0)
         return;
+    switch (cmd->body_case) {
+    case MHSM__INTERNAL__COMMAND__BODY_ACTIVATE:
+    case MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_DEFINITION:
+    case MHSM__INTERNAL__COMMAND__BODY_DELETE_ROLE_DEFINITION:
+    case MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_ASSIGNMENT:
+    case MHSM__INTERNAL__COMMAND__BODY_DELETE_ROLE_ASSIGNMENT:
+        mh_authz_invalidate(n);
+        break;
+    default:
+        break;
+    }
     if (cmd->body_case == MHSM__INTERNAL__COMMAND__BODY_DELETE_KEY ||
         cmd->body_case == MHSM__INTERNAL__COMMAND__BODY_PURGE_KEY)
         mh_keycache_evict_name(n->keys, res->name);
@@ -342,6 +355,8 @@ int main(int argc, char **argv)
         rv = mh_svc_crypto_register(n);
     if (rv == 0)
         rv = mh_svc_cluster_register(n);
+    if (rv == 0)
+        rv = mh_svc_rbac_register(n);
     if (rv < 0) {
         MH_ERROR("node", "setting up the API: %s", mh_strerror(rv));
         return 1;
@@ -376,6 +391,7 @@ int main(int argc, char **argv)
     mh_fsm_free(n->fsm);
     mh_store_close(n->store);
     mh_keycache_free(n->keys);
+    mh_authz_free(n);
     mh_domain_free(n->domain);
     mh_secret_free(&n->node_key);
     if (uv_loop_close(n->loop) != 0)

@@ -255,6 +255,12 @@ static void op_failed(struct rbac_op *op, int rc)
             mh_rpc_fail_err(op->call, rc, what);
         } else if (rc == MH_ENOTFOUND) {
             mh_rpc_fail_err(op->call, rc, "the role definition");
+        } else if (rc == MH_EEXIST) {
+            snprintf(what, sizeof what,
+                     "role assignment '%s' (with other contents), or this role for this "
+                     "principal at this scope",
+                     op->guid);
+            mh_rpc_fail_err(op->call, rc, what);
         } else {
             fail_assignment(op->call, rc, op->guid);
         }

@@ -1,4 +1,5 @@
 /* svc_sd: mhsm.v1.SecurityDomain: activation by download of the security domain, and status. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -6,6 +7,7 @@
 #include "common/log.h"
 #include "common/b64.h"
 #include "crypto/cert.h"
+#include "crypto/rand.h"
 #include "crypto/sd.h"
 #include "mhsm/v1/security_domain.pb-c.h"
 #include "node/authz.h"
@@ -29,7 +31,48 @@ struct download {
     Mhsm__Internal__DomainRecord rec;
     ProtobufCBinaryData cert_hashes[MH_SD_MAX_CERTS];
     uint8_t hash_bytes[MH_SD_MAX_CERTS][32];
+    /* Activate.initial_assignments: Administrator at "/" per [rbac] administrators */
+    Mhsm__Internal__RoleAssignmentRecord admins[MH_CONFIG_MAX_ADMINS];
+    Mhsm__Internal__RoleAssignmentRecord *admin_ptrs[MH_CONFIG_MAX_ADMINS];
+    char admin_names[MH_CONFIG_MAX_ADMINS][MH_RBAC_GUID_LEN + 1];
 };
+
+/* A random version-4 GUID, lower case (the initial assignments' names). */
+static int new_guid(char out[MH_RBAC_GUID_LEN + 1])
+{
+    uint8_t b[16];
+    MH_TRY(mh_rand_bytes(b, sizeof b));
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    snprintf(out, MH_RBAC_GUID_LEN + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+    return 0;
+}
+
+/* The proposer names the initial administrators' assignments (apply is
+ * deterministic: no randomness there). |now| is the command's time. */
+static int fill_initial_assignments(struct download *d, Mhsm__Internal__Activate *act, int64_t now)
+{
+    const struct mh_config *cfg = d->n->cfg;
+    size_t n =
+        cfg->n_administrators < MH_CONFIG_MAX_ADMINS ? cfg->n_administrators : MH_CONFIG_MAX_ADMINS;
+    for (size_t i = 0; i < n; i++) {
+        MH_TRY(new_guid(d->admin_names[i]));
+        Mhsm__Internal__RoleAssignmentRecord *a = &d->admins[i];
+        mhsm__internal__role_assignment_record__init(a);
+        a->name = d->admin_names[i];
+        a->scope = (char *)"/";
+        a->role_id = (char *)MH_RBAC_ROLE_ADMIN;
+        a->principal_id = (char *)cfg->administrators[i];
+        a->created = now;
+        d->admin_ptrs[i] = a;
+    }
+    act->n_initial_assignments = n;
+    act->initial_assignments = d->admin_ptrs;
+    return 0;
+}
 
 static void download_free(struct download *d)
 {
@@ -162,7 +205,9 @@ static void download_done(struct mh_work *w)
     cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_ACTIVATE;
     cmd.activate = &act;
     d->prop.data = d;
-    int rv = mh_cluster_propose(n->cluster, &cmd, &d->prop, download_committed);
+    int rv = fill_initial_assignments(d, &act, cmd.time);
+    if (rv == 0)
+        rv = mh_cluster_propose(n->cluster, &cmd, &d->prop, download_committed);
     if (rv < 0) {
         n->activating = false;
         unlink(n->domain_path);
