@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "consensus/fsm.h"
+#include "consensus/rbac.h"
 #include "consensus/store.h"
 
 /* The store is populated through the FSM (the only writer the design allows). */
@@ -325,6 +326,183 @@ static void test_list_versions(void **state)
     env_close(&e);
 }
 
+/* ---- RBAC reads ------------------------------------------------------------- */
+
+static void put_role_assignment(struct env *e, unsigned n, const char *scope, const char *principal)
+{
+    Mhsm__Internal__Command cmd = MHSM__INTERNAL__COMMAND__INIT;
+    Mhsm__Internal__PutRoleAssignment p = MHSM__INTERNAL__PUT_ROLE_ASSIGNMENT__INIT;
+    Mhsm__Internal__RoleAssignmentRecord r = MHSM__INTERNAL__ROLE_ASSIGNMENT_RECORD__INIT;
+    char name[37];
+    snprintf(name, sizeof name, "00000000-0000-4000-8000-%012u", n);
+    r.name = name;
+    r.scope = (char *)scope;
+    r.role_id = (char *)MH_RBAC_ROLE_CRYPTO_USER;
+    r.principal_id = (char *)principal;
+    p.record = &r;
+    cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_ASSIGNMENT;
+    cmd.put_role_assignment = &p;
+    cmd.time = 4000;
+    struct mh_fsm_result res;
+    assert_int_equal(apply(e, &cmd, &res), 0);
+}
+
+static void put_role_definition(struct env *e, const char *id, const char *name)
+{
+    Mhsm__Internal__Command cmd = MHSM__INTERNAL__COMMAND__INIT;
+    Mhsm__Internal__PutRoleDefinition p = MHSM__INTERNAL__PUT_ROLE_DEFINITION__INIT;
+    Mhsm__Internal__RoleDefinitionRecord d = MHSM__INTERNAL__ROLE_DEFINITION_RECORD__INIT;
+    char *acts[] = {(char *)MH_RBAC_PREFIX "keys/read/action"};
+    d.id = (char *)id;
+    d.role_name = (char *)name;
+    d.data_actions = acts;
+    d.n_data_actions = 1;
+    p.record = &d;
+    cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_DEFINITION;
+    cmd.put_role_definition = &p;
+    cmd.time = 5000;
+    struct mh_fsm_result res;
+    assert_int_equal(apply(e, &cmd, &res), 0);
+}
+
+/* Lists with |f| in pages of |page| and returns the names' last 4 digits joined. */
+static void list_paged(struct env *e, const struct mh_store_ra_filter *f, size_t page, char *out,
+                       size_t cap)
+{
+    char after[37] = "";
+    out[0] = 0;
+    for (int guard = 0; guard < 100; guard++) {
+        Mhsm__Internal__RoleAssignmentRecord **ra = NULL;
+        size_t n;
+        bool more;
+        assert_int_equal(mh_store_list_role_assignments(e->st, f, after, page, &ra, &n, &more), 0);
+        assert_true(n <= page);
+        for (size_t i = 0; i < n; i++) {
+            size_t l = strlen(out);
+            snprintf(out + l, cap - l, "%s%s", l ? "," : "", ra[i]->name + 32);
+            snprintf(after, sizeof after, "%s", ra[i]->name);
+        }
+        mh_store_records_free(ra, n);
+        if (!more)
+            return;
+        assert_int_equal(n, page);
+    }
+    fail_msg("paging did not end");
+}
+
+static void test_rbac_reads(void **state)
+{
+    (void)state;
+    struct env e;
+    env_open(&e, "rbac");
+    /* before anything is stored */
+    Mhsm__Internal__RoleDefinitionRecord *d = NULL, **defs = NULL;
+    Mhsm__Internal__RoleAssignmentRecord *a = NULL, **ras = NULL;
+    size_t n = 7;
+    bool more = true;
+    assert_int_equal(mh_store_list_role_definitions(e.st, &defs, &n), 0);
+    assert_int_equal(n, 0);
+    assert_null(defs);
+    assert_int_equal(mh_store_list_role_assignments(e.st, NULL, NULL, 10, &ras, &n, &more), 0);
+    assert_int_equal(n, 0);
+    assert_false(more);
+    assert_null(ras);
+    mh_store_records_free(NULL, 0);
+
+    activate(&e);
+    /* keys and rbac records share no namespace */
+    add_version(&e, "d", "v1");
+    put_role_definition(&e, "00000000-0000-4000-8000-0000000000b2", "second");
+    put_role_definition(&e, "00000000-0000-4000-8000-0000000000a1", "first");
+    put_role_assignment(&e, 5, "/", "spiffe://mhsm/app");
+    put_role_assignment(&e, 3, "/keys/k1", "spiffe://mhsm/app");
+    put_role_assignment(&e, 9, "/keys/k1", "spiffe://mhsm/ops");
+    put_role_assignment(&e, 1, "/keys", "spiffe://mhsm/ops");
+    put_role_assignment(&e, 7, "/keys/k10", "spiffe://mhsm/app");
+    put_role_assignment(&e, 2, "/keys/k1", "spiffe://mhsm/app2");
+
+    assert_int_equal(mh_store_list_role_definitions(e.st, &defs, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(defs[0]->role_name, "first");
+    assert_string_equal(defs[1]->role_name, "second");
+    mh_store_records_free(defs, n);
+    assert_int_equal(mh_store_get_role_definition(e.st, "00000000-0000-4000-8000-0000000000a1", &d),
+                     0);
+    assert_int_equal(d->created, 5000);
+    mh_store_free(d);
+    /* not found: absent, built-in (never stored), upper case, over-long */
+    assert_int_equal(mh_store_get_role_definition(e.st, "00000000-0000-4000-8000-0000000000a2", &d),
+                     MH_ENOTFOUND);
+    assert_int_equal(mh_store_get_role_definition(e.st, MH_RBAC_ROLE_ADMIN, &d), MH_ENOTFOUND);
+    assert_int_equal(mh_store_get_role_definition(e.st, "00000000-0000-4000-8000-0000000000A1", &d),
+                     MH_ENOTFOUND);
+    char huge[600];
+    memset(huge, 'x', sizeof huge - 1);
+    huge[sizeof huge - 1] = 0;
+    assert_int_equal(mh_store_get_role_definition(e.st, huge, &d), MH_ENOTFOUND);
+    assert_int_equal(mh_store_get_role_definition(e.st, "", &d), MH_ENOTFOUND);
+    assert_null(d);
+    assert_int_equal(mh_store_get_role_assignment(e.st, "00000000-0000-4000-8000-000000000005", &a),
+                     0);
+    assert_string_equal(a->scope, "/");
+    assert_string_equal(a->principal_id, "spiffe://mhsm/app");
+    mh_store_free(a);
+    assert_int_equal(mh_store_get_role_assignment(e.st, "00000000-0000-4000-8000-000000000004", &a),
+                     MH_ENOTFOUND);
+    assert_int_equal(mh_store_get_role_assignment(e.st, huge, &a), MH_ENOTFOUND);
+    assert_null(a);
+
+    char got[256];
+    for (size_t page = 1; page <= 7; page++) {
+        list_paged(&e, NULL, page, got, sizeof got);
+        assert_string_equal(got, "0001,0002,0003,0005,0007,0009");
+        struct mh_store_ra_filter app = {"spiffe://mhsm/app", NULL};
+        list_paged(&e, &app, page, got, sizeof got);
+        assert_string_equal(got, "0003,0005,0007");
+        struct mh_store_ra_filter k1 = {NULL, "/keys/k1"};
+        list_paged(&e, &k1, page, got, sizeof got);
+        assert_string_equal(got, "0002,0003,0009");
+        struct mh_store_ra_filter both = {"spiffe://mhsm/app", "/keys/k1"};
+        list_paged(&e, &both, page, got, sizeof got);
+        assert_string_equal(got, "0003");
+    }
+    /* prefixes of stored strings match nothing */
+    struct mh_store_ra_filter f = {"spiffe://mhsm/ap", NULL};
+    list_paged(&e, &f, 10, got, sizeof got);
+    assert_string_equal(got, "");
+    f = (struct mh_store_ra_filter){NULL, "/keys/k"};
+    list_paged(&e, &f, 10, got, sizeof got);
+    assert_string_equal(got, "");
+    f = (struct mh_store_ra_filter){NULL, "/"};
+    list_paged(&e, &f, 10, got, sizeof got);
+    assert_string_equal(got, "0005");
+    /* over-long filter values and |after| find nothing instead of failing */
+    f = (struct mh_store_ra_filter){huge, NULL};
+    list_paged(&e, &f, 10, got, sizeof got);
+    assert_string_equal(got, "");
+    f = (struct mh_store_ra_filter){NULL, huge};
+    list_paged(&e, &f, 10, got, sizeof got);
+    assert_string_equal(got, "");
+    assert_int_equal(mh_store_list_role_assignments(e.st, NULL, huge, 10, &ras, &n, &more), 0);
+    assert_int_equal(n, 0);
+    /* |after| need not be a stored name; max 0 only says whether there is more */
+    assert_int_equal(mh_store_list_role_assignments(
+                         e.st, NULL, "00000000-0000-4000-8000-000000000004", 10, &ras, &n, &more),
+                     0);
+    assert_int_equal(n, 3);
+    assert_string_equal(ras[0]->name + 32, "0005");
+    mh_store_records_free(ras, n);
+    assert_int_equal(mh_store_list_role_assignments(e.st, NULL, NULL, 0, &ras, &n, &more), 0);
+    assert_int_equal(n, 0);
+    assert_true(more);
+    mh_store_records_free(ras, n);
+    /* the key is still there */
+    Mhsm__Internal__KeyRecord *key = NULL;
+    assert_int_equal(mh_store_get_key(e.st, "d", &key), 0);
+    mh_store_free(key);
+    env_close(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -332,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_missing_reads),
         cmocka_unit_test(test_list_keys_paging),
         cmocka_unit_test(test_list_versions),
+        cmocka_unit_test(test_rbac_reads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
