@@ -32,7 +32,8 @@ int mh_args_parse(int argc, char *const *argv, const struct mh_args_flag *flags,
     if (argc < 1)
         return 0;
     out->items = calloc((size_t)argc, sizeof *out->items);
-    if (out->items == NULL)
+    out->words = calloc((size_t)argc, sizeof *out->words);
+    if (out->items == NULL || out->words == NULL)
         return MH_ENOMEM;
     for (int i = 1; i < argc; i++) {
         const char *w = argv[i];
@@ -43,10 +44,6 @@ int mh_args_parse(int argc, char *const *argv, const struct mh_args_flag *flags,
         if (!is_flag_word(w)) {
             if (w[0] == '-') {
                 snprintf(err, errlen, "unknown option '%s'", w);
-                return MH_EINVAL;
-            }
-            if (out->n_words == MH_ARGS_MAX_WORDS) {
-                snprintf(err, errlen, "unexpected argument '%s'", w);
                 return MH_EINVAL;
             }
             out->words[out->n_words++] = w;
@@ -108,6 +105,7 @@ int mh_args_parse(int argc, char *const *argv, const struct mh_args_flag *flags,
 void mh_args_free(struct mh_args *a)
 {
     free(a->items);
+    free(a->words);
     memset(a, 0, sizeof *a);
 }
 

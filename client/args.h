@@ -32,10 +32,10 @@ struct mh_args_item {
     const char *value;
 };
 
-#define MH_ARGS_MAX_WORDS 4
-
 struct mh_args {
-    const char *words[MH_ARGS_MAX_WORDS]; /* the command words, in order */
+    /* The words that are not flags or flag values, in order: the command words, then
+     * any operands (`audit verify FILE...`); the command decides how many it takes. */
+    const char **words; /* owned array, borrowed strings */
     size_t n_words;
     struct mh_args_item *items; /* owned; free with mh_args_free */
     size_t n_items;
@@ -44,7 +44,7 @@ struct mh_args {
 
 /* mh_args_parse splits argv[1..argc-1] by the flag table |flags| (terminated by a
  * NULL name). On error a one-line reason is written to |err|. Errors: MH_EINVAL
- * (unknown flag, missing value, a value flag given twice, too many words),
+ * (unknown flag, missing value, a value flag given twice),
  * MH_ENOMEM. *out needs mh_args_free in every case. */
 MH_MUST_USE int mh_args_parse(int argc, char *const *argv, const struct mh_args_flag *flags,
                               struct mh_args *out, char *err, size_t errlen);

@@ -570,3 +570,207 @@ int mh_json_out_print_cluster_table(const json_t *st, FILE *f)
     }
     return fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
 }
+
+/* ---- RBAC and audit --------------------------------------------------------------- */
+
+/* obj[name] = array of the |n| strings at |v| (MH_EPROTO on invalid UTF-8). */
+static int set_str_array(json_t *obj, const char *name, char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    if (a == NULL)
+        return MH_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = json_string(v[i] != NULL ? v[i] : "");
+        if (s == NULL || json_array_append_new(a, s) != 0) {
+            json_decref(a);
+            return s == NULL ? MH_EPROTO : MH_ENOMEM;
+        }
+    }
+    return set_new(obj, name, a);
+}
+
+static int permission_json(const Mhsm__V1__Permission *p, json_t **out)
+{
+    if (p == NULL)
+        return MH_EPROTO;
+    json_t *o = json_object();
+    if (o == NULL)
+        return MH_ENOMEM;
+    int rv = set_str_array(o, "actions", p->actions, p->n_actions);
+    if (rv == 0)
+        rv = set_str_array(o, "notActions", p->not_actions, p->n_not_actions);
+    if (rv == 0)
+        rv = set_str_array(o, "dataActions", p->data_actions, p->n_data_actions);
+    if (rv == 0)
+        rv = set_str_array(o, "notDataActions", p->not_data_actions, p->n_not_data_actions);
+    if (rv < 0) {
+        json_decref(o);
+        return rv;
+    }
+    *out = o;
+    return 0;
+}
+
+int mh_json_out_role_definition(const Mhsm__V1__RoleDefinition *d, json_t **out)
+{
+    if (d == NULL)
+        return MH_EPROTO;
+    json_t *o = json_object();
+    json_t *perms = json_array();
+    int rv = o != NULL && perms != NULL ? 0 : MH_ENOMEM;
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "id", d->id);
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "name", d->name);
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "type", d->type);
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "roleName", d->role_name);
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "description", d->description);
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "roleType", d->role_type);
+    for (size_t i = 0; rv == 0 && i < d->n_permissions; i++) {
+        json_t *p = NULL;
+        rv = permission_json(d->permissions[i], &p);
+        if (rv == 0 && json_array_append_new(perms, p) != 0)
+            rv = MH_ENOMEM;
+    }
+    if (rv == 0) {
+        rv = set_new(o, "permissions", perms);
+        perms = NULL;
+    }
+    if (rv == 0)
+        rv = set_str_array(o, "assignableScopes", d->assignable_scopes, d->n_assignable_scopes);
+    json_decref(perms);
+    if (rv < 0) {
+        json_decref(o);
+        return rv;
+    }
+    *out = o;
+    return 0;
+}
+
+int mh_json_out_role_assignment(const Mhsm__V1__RoleAssignment *a, json_t **out)
+{
+    if (a == NULL)
+        return MH_EPROTO;
+    json_t *o = json_object();
+    if (o == NULL)
+        return MH_ENOMEM;
+    static const char *const NAMES[] = {
+        "id", "name", "type", "scope", "roleDefinitionId", "principalId", "roleName"};
+    const char *const vals[] = {
+        a->id, a->name, a->type, a->scope, a->role_definition_id, a->principal_id, a->role_name};
+    int rv = 0;
+    for (size_t i = 0; rv == 0 && i < sizeof NAMES / sizeof NAMES[0]; i++)
+        rv = mh_json_out_set_str(o, NAMES[i], vals[i]);
+    if (rv < 0) {
+        json_decref(o);
+        return rv;
+    }
+    *out = o;
+    return 0;
+}
+
+int mh_json_out_whoami(const Mhsm__V1__WhoAmIResponse *w, json_t **out)
+{
+    if (w == NULL)
+        return MH_EPROTO;
+    json_t *o = json_object();
+    if (o == NULL)
+        return MH_ENOMEM;
+    int rv = mh_json_out_set_str(o, "principalId", w->principal_id);
+    if (rv == 0)
+        rv = set_u64(o, "nodeId", w->node_id);
+    if (rv == 0)
+        rv = set_str_array(o, "dataActions", w->data_actions, w->n_data_actions);
+    if (rv == 0)
+        rv = set_str_array(o, "keyScopes", w->key_scopes, w->n_key_scopes);
+    if (rv < 0) {
+        json_decref(o);
+        return rv;
+    }
+    *out = o;
+    return 0;
+}
+
+int mh_json_out_audit_key(const Mhsm__V1__GetAuditKeyResponse *k, json_t **out)
+{
+    enum { PUBLEN = 32 };
+    if (k == NULL || k->public_key.len != PUBLEN)
+        return MH_EPROTO;
+    char hex[2 * PUBLEN + 1];
+    mh_hex_encode(k->public_key.data, PUBLEN, hex);
+    /* The two forms are one key; a server that disagrees with itself is not trusted. */
+    if (k->public_key_hex != NULL && k->public_key_hex[0] != 0 &&
+        strcmp(k->public_key_hex, hex) != 0)
+        return MH_EPROTO;
+    json_t *o = json_object();
+    if (o == NULL)
+        return MH_ENOMEM;
+    int rv = mh_json_out_set_str(o, "publicKey", hex);
+    if (rv == 0)
+        rv = set_u64(o, "nodeId", k->node_id);
+    if (rv == 0)
+        rv = mh_json_out_set_str(o, "directory", k->directory);
+    if (rv < 0) {
+        json_decref(o);
+        return rv;
+    }
+    *out = o;
+    return 0;
+}
+
+int mh_json_out_print_columns(const json_t *rows, const struct mh_json_out_column *cols,
+                              size_t n_cols, FILE *f)
+{
+    if (!json_is_array(rows))
+        return MH_EPROTO;
+    int width[16];
+    if (n_cols > sizeof width / sizeof width[0])
+        return MH_EPROTO;
+    for (size_t c = 0; c < n_cols; c++) {
+        width[c] = (int)strlen(cols[c].header);
+        size_t i;
+        json_t *r;
+        json_array_foreach(rows, i, r)
+        {
+            int l = (int)strlen(str_of(r, cols[c].member));
+            width[c] = l > width[c] ? l : width[c];
+        }
+    }
+    for (size_t c = 0; c < n_cols; c++) {
+        if (c + 1 < n_cols)
+            fprintf(f, "%-*s  ", width[c], cols[c].header);
+        else
+            fprintf(f, "%s\n", cols[c].header);
+    }
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r)
+    {
+        for (size_t c = 0; c < n_cols; c++) {
+            put_clean(f, str_of(r, cols[c].member), c + 1 < n_cols ? width[c] : 0);
+            fputs(c + 1 < n_cols ? "  " : "\n", f);
+        }
+    }
+    return fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
+}
+
+int mh_json_out_print_whoami_table(const json_t *who, FILE *f)
+{
+    const json_t *actions = json_object_get(who, "dataActions");
+    if (!json_is_object(who) || !json_is_array(actions))
+        return MH_EPROTO;
+    put_clean(f, str_of(who, "principalId"), 0);
+    fputc('\n', f);
+    size_t i;
+    json_t *a;
+    json_array_foreach(actions, i, a)
+    {
+        put_clean(f, json_string_value(a), 0);
+        fputc('\n', f);
+    }
+    return fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
+}

@@ -19,8 +19,10 @@
 #include <stdio.h>
 
 #include "common/err.h"
+#include "mhsm/v1/audit.pb-c.h"
 #include "mhsm/v1/cluster.pb-c.h"
 #include "mhsm/v1/keys.pb-c.h"
+#include "mhsm/v1/rbac.pb-c.h"
 
 /* Each of these builds a new object into *out. Errors: MH_EPROTO (invalid UTF-8 or a
  * missing required sub-message), MH_ENOMEM. */
@@ -41,6 +43,38 @@ MH_MUST_USE int mh_json_out_cluster_status(const Mhsm__V1__ClusterStatusResponse
  * characters from the server replaced by '?'. Errors: MH_EPROTO (not such a
  * document), -EIO. */
 MH_MUST_USE int mh_json_out_print_cluster_table(const json_t *status, FILE *f);
+
+/* ---- RBAC and audit (camelCase, the az CLI's shapes) ------------------------------
+ * RoleDefinition {"id","name","type","roleName","description","roleType",
+ * "permissions":[{"actions","notActions","dataActions","notDataActions"}],
+ * "assignableScopes"}; RoleAssignment {"id","name","type","scope","roleDefinitionId",
+ * "principalId","roleName"}; WhoAmI {"principalId","nodeId","dataActions","keyScopes"};
+ * audit key {"publicKey" (lower-case hex),"nodeId","directory"}. Every member is always
+ * present (arrays possibly empty). Errors: MH_EPROTO (invalid UTF-8, a NULL item, a
+ * counter beyond 2^63; for the audit key a public key that is not 32 bytes or whose
+ * hex form disagrees with the bytes), MH_ENOMEM. */
+MH_MUST_USE int mh_json_out_role_definition(const Mhsm__V1__RoleDefinition *d, json_t **out);
+MH_MUST_USE int mh_json_out_role_assignment(const Mhsm__V1__RoleAssignment *a, json_t **out);
+MH_MUST_USE int mh_json_out_whoami(const Mhsm__V1__WhoAmIResponse *w, json_t **out);
+MH_MUST_USE int mh_json_out_audit_key(const Mhsm__V1__GetAuditKeyResponse *k, json_t **out);
+
+/* A table column: |header| over the string member |member| of each row. */
+struct mh_json_out_column {
+    const char *header;
+    const char *member;
+};
+
+/* mh_json_out_print_columns writes the array of objects |rows| as a header line and one
+ * aligned row per element, the columns given (a missing or non-string member prints
+ * empty), control characters from the server replaced by '?'. Errors: MH_EPROTO (not
+ * an array), -EIO. */
+MH_MUST_USE int mh_json_out_print_columns(const json_t *rows, const struct mh_json_out_column *cols,
+                                          size_t n_cols, FILE *f);
+
+/* mh_json_out_print_whoami_table writes a WhoAmI document as the principal id alone on
+ * the first line, then one data action per line (cleaned as above). Errors: MH_EPROTO
+ * (not such a document), -EIO. */
+MH_MUST_USE int mh_json_out_print_whoami_table(const json_t *who, FILE *f);
 
 /* Sets obj[name] to the string |s| (MH_EPROTO if not UTF-8) / to the base64url of
  * |len| bytes at |p|. */

@@ -16,15 +16,19 @@
 
 #include "client/args.h"
 #include "client/json_out.h"
+#include "client/logverify.h"
+#include "client/roledef.h"
 #include "client/rpc_client.h"
 #include "common/fsutil.h"
 #include "common/buf.h"
 #include "common/secret.h"
 #include "crypto/rand.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "mhsm/v1/audit.pb-c.h"
 #include "mhsm/v1/cluster.pb-c.h"
 #include "mhsm/v1/crypto.pb-c.h"
 #include "mhsm/v1/keys.pb-c.h"
+#include "mhsm/v1/rbac.pb-c.h"
 #include "mhsm/v1/security_domain.pb-c.h"
 
 enum { EXIT_OK = 0, EXIT_SERVER = 1, EXIT_USAGE = 2, EXIT_CONN = 3 };
@@ -72,6 +76,15 @@ static const struct mh_args_flag FLAGS[] = {
     {"old-id", MH_ARGS_VALUE},
     {"new-id", MH_ARGS_VALUE},
     {"address", MH_ARGS_VALUE},
+    {"role-name", MH_ARGS_VALUE},
+    {"custom-role-only", MH_ARGS_BOOL},
+    {"role-definition", MH_ARGS_VALUE},
+    {"role", MH_ARGS_VALUE},
+    {"assignee", MH_ARGS_VALUE},
+    {"scope", MH_ARGS_VALUE},
+    {"at-scope-only", MH_ARGS_BOOL},
+    {"ids", MH_ARGS_MULTI},
+    {"public-key", MH_ARGS_VALUE},
     {NULL, MH_ARGS_BOOL},
 };
 
@@ -98,10 +111,11 @@ struct ctx {
     struct mh_client *client;
     uint64_t timeout_ms;
     bool table;
+    size_t n_used; /* command words; the words after them are operands */
 };
 
 struct command {
-    const char *group; /* NULL for top-level commands */
+    const char *group; /* NULL for top-level commands; may be several words */
     const char *name;
     int (*run)(struct ctx *x);
     const char *const *flags;    /* allowed besides the global ones */
@@ -165,25 +179,34 @@ static int bad_response(int rv)
 
 /* ---- the call ------------------------------------------------------------ */
 
-static int ensure_client(struct ctx *x)
+/* Copies a server-supplied text into |out| with control characters replaced (as
+ * print_clean does), cut to fit. */
+static void clean_into(char *out, size_t cap, const char *s)
 {
-    if (x->client != NULL)
-        return EXIT_OK;
-    char why[512];
-    if (mh_client_new(&x->cfg, &x->client, why, sizeof why) < 0)
-        return local_error("%s", why);
-    return EXIT_OK;
+    size_t i = 0;
+    for (; s != NULL && *s != 0 && i + 1 < cap; s++, i++) {
+        unsigned char ch = (unsigned char)*s;
+        out[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+    }
+    out[i] = 0;
 }
 
 /* One call; |writing| calls are retried once with the same request (and request id)
  * when the server was unavailable or the connection dropped: the server applies a
- * request id at most once. Returns an exit status; *resp is set on EXIT_OK. */
-static int call(struct ctx *x, const char *path, const ProtobufCMessage *req,
-                const ProtobufCMessageDescriptor *rd, bool writing, ProtobufCMessage **resp)
+ * request id at most once. Returns an exit status; *resp is set on EXIT_OK, else
+ * |why| holds "STATUS: message" (cleaned) and nothing was printed. */
+static int call_quiet(struct ctx *x, const char *path, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *rd, bool writing, ProtobufCMessage **resp,
+                      char *why, size_t whylen)
 {
-    int ex = ensure_client(x);
-    if (ex != EXIT_OK)
-        return ex;
+    why[0] = 0;
+    if (x->client == NULL) {
+        char reason[512];
+        if (mh_client_new(&x->cfg, &x->client, reason, sizeof reason) < 0) {
+            snprintf(why, whylen, "%s", reason);
+            return EXIT_USAGE;
+        }
+    }
     for (int attempt = 0;; attempt++) {
         int status = 0;
         char *msg = NULL;
@@ -197,21 +220,32 @@ static int call(struct ctx *x, const char *path, const ProtobufCMessage *req,
             continue;
         }
         if (rv < 0) {
-            fputs("error: UNAVAILABLE: ", stderr);
-            print_clean(stderr, mh_client_errmsg(x->client));
-            fputc('\n', stderr);
+            char m[512];
+            clean_into(m, sizeof m, mh_client_errmsg(x->client));
+            snprintf(why, whylen, "UNAVAILABLE: %s", m);
             return EXIT_CONN;
         }
         if (status != 0) {
-            fprintf(stderr, "error: %s: ", mh_client_status_name(status));
-            print_clean(stderr, msg != NULL ? msg : "");
-            fputc('\n', stderr);
+            char m[4200];
+            clean_into(m, sizeof m, msg != NULL ? msg : "");
+            snprintf(why, whylen, "%s: %s", mh_client_status_name(status), m);
             free(msg);
             return EXIT_SERVER;
         }
         free(msg);
         return EXIT_OK;
     }
+}
+
+/* call_quiet, with the failure printed as "error: STATUS: message". */
+static int call(struct ctx *x, const char *path, const ProtobufCMessage *req,
+                const ProtobufCMessageDescriptor *rd, bool writing, ProtobufCMessage **resp)
+{
+    char why[4400];
+    int ex = call_quiet(x, path, req, rd, writing, resp, why, sizeof why);
+    if (ex != EXIT_OK)
+        fprintf(stderr, "error: %s\n", why);
+    return ex;
 }
 
 static int new_request_id(char out[33])
@@ -1140,6 +1174,511 @@ static int cmd_health(struct ctx *x)
     return o != NULL ? print_json(x, o) : local_error("out of memory");
 }
 
+/* ---- role definitions and assignments (az keyvault role ...) ------------------------ */
+
+static int print_rows(struct ctx *x, json_t *arr, const struct mh_json_out_column *cols,
+                      size_t n_cols)
+{
+    if (!x->table)
+        return print_json(x, arr);
+    int rv = mh_json_out_print_columns(arr, cols, n_cols, stdout);
+    json_decref(arr);
+    if (rv < 0) {
+        fprintf(stderr, "error: cannot write the output: %s\n", mh_strerror(rv));
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+static int print_role_definition(struct ctx *x, ProtobufCMessage *resp)
+{
+    json_t *o = NULL;
+    int rv = mh_json_out_role_definition((const Mhsm__V1__RoleDefinition *)resp, &o);
+    mh_client_response_free(resp);
+    return rv < 0 ? bad_response(rv) : print_json(x, o);
+}
+
+static int print_role_assignment(struct ctx *x, ProtobufCMessage *resp)
+{
+    json_t *o = NULL;
+    int rv = mh_json_out_role_assignment((const Mhsm__V1__RoleAssignment *)resp, &o);
+    mh_client_response_free(resp);
+    return rv < 0 ? bad_response(rv) : print_json(x, o);
+}
+
+static const struct mh_json_out_column DEF_COLS[] = {
+    {"NAME", "name"}, {"ROLE-NAME", "roleName"}, {"TYPE", "roleType"}};
+static const struct mh_json_out_column ASSIGN_COLS[] = {
+    {"NAME", "name"}, {"ROLE-NAME", "roleName"}, {"PRINCIPAL", "principalId"}, {"SCOPE", "scope"}};
+
+/* ListRoleDefinitions (one page: the server answers every definition at once) into a
+ * JSON array, optionally only custom roles. */
+static int list_role_definitions(struct ctx *x, const char *role_name, bool custom_only,
+                                 json_t **out)
+{
+    Mhsm__V1__ListRoleDefinitionsRequest req = MHSM__V1__LIST_ROLE_DEFINITIONS_REQUEST__INIT;
+    req.scope = (char *)"/";
+    if (role_name != NULL)
+        req.role_name = (char *)role_name;
+    ProtobufCMessage *resp = NULL;
+    int ex = call(x, "/mhsm.v1.AccessControl/ListRoleDefinitions", &req.base,
+                  &mhsm__v1__list_role_definitions_response__descriptor, false, &resp);
+    if (ex != EXIT_OK)
+        return ex;
+    const Mhsm__V1__ListRoleDefinitionsResponse *r =
+        (const Mhsm__V1__ListRoleDefinitionsResponse *)resp;
+    json_t *arr = json_array();
+    int rv = arr != NULL ? 0 : MH_ENOMEM;
+    for (size_t i = 0; rv == 0 && i < r->n_items; i++) {
+        json_t *o = NULL;
+        rv = mh_json_out_role_definition(r->items[i], &o);
+        if (rv < 0)
+            break;
+        const char *type = json_string_value(json_object_get(o, "roleType"));
+        if (custom_only && (type == NULL || strcmp(type, "CustomRole") != 0)) {
+            json_decref(o);
+            continue;
+        }
+        if (json_array_append_new(arr, o) != 0)
+            rv = MH_ENOMEM;
+    }
+    mh_client_response_free(resp);
+    if (rv < 0) {
+        json_decref(arr);
+        return bad_response(rv);
+    }
+    *out = arr;
+    return EXIT_OK;
+}
+
+static int cmd_role_def_list(struct ctx *x)
+{
+    json_t *arr = NULL;
+    int ex = list_role_definitions(x, mh_args_get(&x->args, "role-name"),
+                                   mh_args_has(&x->args, "custom-role-only"), &arr);
+    if (ex != EXIT_OK)
+        return ex;
+    return print_rows(x, arr, DEF_COLS, sizeof DEF_COLS / sizeof DEF_COLS[0]);
+}
+
+/* --name GUID or --role-name NAME (exactly one): the definition's GUID, malloc'ed. */
+static int role_def_guid(struct ctx *x, char **guid)
+{
+    const char *name = mh_args_get(&x->args, "name");
+    const char *role_name = mh_args_get(&x->args, "role-name");
+    if ((name == NULL) == (role_name == NULL))
+        return usage_error("give exactly one of --name GUID and --role-name NAME");
+    if (name != NULL) {
+        *guid = strdup(name);
+        return *guid != NULL ? EXIT_OK : local_error("out of memory");
+    }
+    if (role_name[0] == 0)
+        return usage_error("--role-name needs a role name");
+    json_t *arr = NULL;
+    int ex = list_role_definitions(x, role_name, false, &arr);
+    if (ex != EXIT_OK)
+        return ex;
+    const char *found = NULL;
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o)
+    {
+        const char *rn = json_string_value(json_object_get(o, "roleName"));
+        if (rn != NULL && strcasecmp(rn, role_name) == 0) {
+            found = json_string_value(json_object_get(o, "name"));
+            break;
+        }
+    }
+    *guid = found != NULL ? strdup(found) : NULL;
+    json_decref(arr);
+    if (found == NULL) {
+        fputs("error: NOT_FOUND: no role definition is named '", stderr);
+        print_clean(stderr, role_name);
+        fputs("'\n", stderr);
+        return EXIT_SERVER;
+    }
+    return *guid != NULL ? EXIT_OK : local_error("out of memory");
+}
+
+static int get_role_definition(struct ctx *x, const char *guid, ProtobufCMessage **resp)
+{
+    Mhsm__V1__RoleDefinitionRequest req = MHSM__V1__ROLE_DEFINITION_REQUEST__INIT;
+    req.scope = (char *)"/";
+    req.name = (char *)guid;
+    return call(x, "/mhsm.v1.AccessControl/GetRoleDefinition", &req.base,
+                &mhsm__v1__role_definition__descriptor, false, resp);
+}
+
+static int cmd_role_def_show(struct ctx *x)
+{
+    char *guid = NULL;
+    int ex = role_def_guid(x, &guid);
+    if (ex != EXIT_OK)
+        return ex;
+    ProtobufCMessage *resp = NULL;
+    ex = get_role_definition(x, guid, &resp);
+    free(guid);
+    return ex == EXIT_OK ? print_role_definition(x, resp) : ex;
+}
+
+static int cmd_role_def_delete(struct ctx *x)
+{
+    char *guid = NULL;
+    char rid[33];
+    int ex = role_def_guid(x, &guid);
+    if (ex != EXIT_OK)
+        return ex;
+    Mhsm__V1__RoleDefinitionRequest req = MHSM__V1__ROLE_DEFINITION_REQUEST__INIT;
+    req.scope = (char *)"/";
+    req.name = guid;
+    req.request_id = rid;
+    ProtobufCMessage *resp = NULL;
+    ex = new_request_id(rid);
+    if (ex == EXIT_OK)
+        ex = call(x, "/mhsm.v1.AccessControl/DeleteRoleDefinition", &req.base,
+                  &mhsm__v1__role_definition__descriptor, true, &resp);
+    free(guid);
+    return ex == EXIT_OK ? print_role_definition(x, resp) : ex;
+}
+
+/* create and update: --role-definition JSON|@FILE in az's format (client/roledef.h). */
+static int role_def_set(struct ctx *x, bool update)
+{
+    const char *v = mh_args_get(&x->args, "role-definition");
+    struct mh_secret file = {0};
+    const char *text = v;
+    if (v[0] == '@') {
+        int ex = read_text_secret(v + 1, &file);
+        if (ex != EXIT_OK)
+            return ex;
+        text = (const char *)file.data;
+    }
+    struct mh_roledef d;
+    char err[256];
+    int rv = mh_roledef_parse(text, update, &d, err, sizeof err);
+    mh_secret_free(&file);
+    if (rv < 0) {
+        mh_roledef_free(&d);
+        if (rv == MH_ENOMEM)
+            return local_error("out of memory");
+        return usage_error("--role-definition: %s", err);
+    }
+    char rid[33];
+    int ex = new_request_id(rid);
+    ProtobufCMessage *resp = NULL;
+    /* PUT would create a missing role: update must only change an existing one. */
+    if (ex == EXIT_OK && update) {
+        ex = get_role_definition(x, d.req.name, &resp);
+        mh_client_response_free(resp);
+        resp = NULL;
+    }
+    d.req.scope = (char *)"/";
+    d.req.request_id = rid;
+    if (ex == EXIT_OK)
+        ex = call(x, "/mhsm.v1.AccessControl/SetRoleDefinition", &d.req.base,
+                  &mhsm__v1__role_definition__descriptor, true, &resp);
+    mh_roledef_free(&d);
+    return ex == EXIT_OK ? print_role_definition(x, resp) : ex;
+}
+
+static int cmd_role_def_create(struct ctx *x)
+{
+    return role_def_set(x, false);
+}
+
+static int cmd_role_def_update(struct ctx *x)
+{
+    return role_def_set(x, true);
+}
+
+static int arg_guid(struct ctx *x, const char *flag)
+{
+    const char *v = mh_args_get(&x->args, flag);
+    if (v != NULL && !mh_roledef_is_guid(v))
+        return usage_error("--%s takes a GUID (8-4-4-4-12 hex digits), not '%s'", flag, v);
+    return EXIT_OK;
+}
+
+static int cmd_role_assign_create(struct ctx *x)
+{
+    Mhsm__V1__CreateRoleAssignmentRequest req = MHSM__V1__CREATE_ROLE_ASSIGNMENT_REQUEST__INIT;
+    char rid[33];
+    int ex = arg_guid(x, "name");
+    if (ex == EXIT_OK)
+        ex = new_request_id(rid);
+    if (ex != EXIT_OK)
+        return ex;
+    const char *scope = mh_args_get(&x->args, "scope");
+    req.scope = (char *)(scope != NULL ? scope : "/");
+    if (mh_args_has(&x->args, "name"))
+        req.name = (char *)mh_args_get(&x->args, "name");
+    req.role_definition_id = (char *)mh_args_get(&x->args, "role");
+    req.principal_id = (char *)mh_args_get(&x->args, "assignee");
+    req.request_id = rid;
+    ProtobufCMessage *resp = NULL;
+    ex = call(x, "/mhsm.v1.AccessControl/CreateRoleAssignment", &req.base,
+              &mhsm__v1__role_assignment__descriptor, true, &resp);
+    return ex == EXIT_OK ? print_role_assignment(x, resp) : ex;
+}
+
+/* Whether assignment |o| has role |r|: its role name, full role definition id or that
+ * id's GUID (case-insensitive, as Azure compares them). */
+static bool role_matches(const json_t *o, const char *r)
+{
+    const char *rn = json_string_value(json_object_get(o, "roleName"));
+    const char *id = json_string_value(json_object_get(o, "roleDefinitionId"));
+    if (rn != NULL && strcasecmp(rn, r) == 0)
+        return true;
+    if (id == NULL)
+        return false;
+    const char *slash = strrchr(id, '/');
+    return strcasecmp(id, r) == 0 || (slash != NULL && strcasecmp(slash + 1, r) == 0);
+}
+
+/* ListRoleAssignments, every page, into a JSON array; |role| (optional) filters here. */
+static int list_assignments(struct ctx *x, const char *scope, const char *principal,
+                            bool at_scope_only, const char *role, json_t **out)
+{
+    json_t *arr = json_array();
+    if (arr == NULL)
+        return local_error("out of memory");
+    char *token = strdup("");
+    int ex = token != NULL ? EXIT_OK : local_error("out of memory");
+    for (uint32_t pages = 0; ex == EXIT_OK; pages++) {
+        if (pages == MAX_LIST_PAGES) {
+            ex = local_error("the server sent more than %u pages", MAX_LIST_PAGES);
+            break;
+        }
+        Mhsm__V1__ListRoleAssignmentsRequest req = MHSM__V1__LIST_ROLE_ASSIGNMENTS_REQUEST__INIT;
+        if (scope != NULL)
+            req.scope = (char *)scope;
+        if (principal != NULL)
+            req.principal_id = (char *)principal;
+        req.at_scope_only = at_scope_only;
+        req.page_token = token;
+        ProtobufCMessage *resp = NULL;
+        ex = call(x, "/mhsm.v1.AccessControl/ListRoleAssignments", &req.base,
+                  &mhsm__v1__list_role_assignments_response__descriptor, false, &resp);
+        if (ex != EXIT_OK)
+            break;
+        const Mhsm__V1__ListRoleAssignmentsResponse *r =
+            (const Mhsm__V1__ListRoleAssignmentsResponse *)resp;
+        int rv = 0;
+        for (size_t i = 0; rv == 0 && i < r->n_items; i++) {
+            json_t *o = NULL;
+            rv = mh_json_out_role_assignment(r->items[i], &o);
+            if (rv == 0 && role != NULL && !role_matches(o, role)) {
+                json_decref(o);
+                continue;
+            }
+            if (rv == 0 && json_array_append_new(arr, o) != 0)
+                rv = MH_ENOMEM;
+        }
+        const char *next = r->next_page_token;
+        bool done = next == NULL || next[0] == 0 || strcmp(next, token) == 0;
+        free(token);
+        token = done ? NULL : strdup(next);
+        mh_client_response_free(resp);
+        if (rv < 0)
+            ex = bad_response(rv);
+        else if (done)
+            break;
+        else if (token == NULL)
+            ex = local_error("out of memory");
+    }
+    free(token);
+    if (ex != EXIT_OK) {
+        json_decref(arr);
+        return ex;
+    }
+    *out = arr;
+    return EXIT_OK;
+}
+
+static int cmd_role_assign_list(struct ctx *x)
+{
+    json_t *arr = NULL;
+    int ex = list_assignments(x, mh_args_get(&x->args, "scope"), mh_args_get(&x->args, "assignee"),
+                              mh_args_has(&x->args, "at-scope-only"), mh_args_get(&x->args, "role"),
+                              &arr);
+    if (ex != EXIT_OK)
+        return ex;
+    return print_rows(x, arr, ASSIGN_COLS, sizeof ASSIGN_COLS / sizeof ASSIGN_COLS[0]);
+}
+
+static int cmd_role_assign_show(struct ctx *x)
+{
+    Mhsm__V1__RoleAssignmentRequest req = MHSM__V1__ROLE_ASSIGNMENT_REQUEST__INIT;
+    req.name = (char *)mh_args_get(&x->args, "name");
+    ProtobufCMessage *resp = NULL;
+    int ex = call(x, "/mhsm.v1.AccessControl/GetRoleAssignment", &req.base,
+                  &mhsm__v1__role_assignment__descriptor, false, &resp);
+    return ex == EXIT_OK ? print_role_assignment(x, resp) : ex;
+}
+
+/* Deletes one assignment (by GUID or full id) and appends what was deleted to |arr|. */
+static int delete_assignment(struct ctx *x, const char *name, const char *scope, json_t *arr)
+{
+    Mhsm__V1__RoleAssignmentRequest req = MHSM__V1__ROLE_ASSIGNMENT_REQUEST__INIT;
+    char rid[33];
+    int ex = new_request_id(rid);
+    if (ex != EXIT_OK)
+        return ex;
+    req.name = (char *)name;
+    if (scope != NULL)
+        req.scope = (char *)scope;
+    req.request_id = rid;
+    ProtobufCMessage *resp = NULL;
+    ex = call(x, "/mhsm.v1.AccessControl/DeleteRoleAssignment", &req.base,
+              &mhsm__v1__role_assignment__descriptor, true, &resp);
+    if (ex != EXIT_OK)
+        return ex;
+    json_t *o = NULL;
+    int rv = mh_json_out_role_assignment((const Mhsm__V1__RoleAssignment *)resp, &o);
+    mh_client_response_free(resp);
+    if (rv == 0 && json_array_append_new(arr, o) != 0)
+        rv = MH_ENOMEM;
+    return rv < 0 ? bad_response(rv) : EXIT_OK;
+}
+
+static int cmd_role_assign_delete(struct ctx *x)
+{
+    bool by_name = mh_args_has(&x->args, "name");
+    bool by_ids = mh_args_has(&x->args, "ids");
+    bool by_match = mh_args_has(&x->args, "role") || mh_args_has(&x->args, "assignee") ||
+                    mh_args_has(&x->args, "scope");
+    if ((int)by_name + (int)by_ids + (int)by_match != 1)
+        return usage_error("give one of --name GUID, --ids ID ..., or --role ROLE --assignee "
+                           "PRINCIPAL --scope SCOPE");
+    if (by_match && (!mh_args_has(&x->args, "role") || !mh_args_has(&x->args, "assignee")))
+        return usage_error("deleting by match needs --role and --assignee (and --scope, "
+                           "default \"/\")");
+    json_t *deleted = json_array();
+    int ex = EXIT_OK;
+    if (deleted == NULL)
+        return local_error("out of memory");
+    if (by_name) {
+        ex = delete_assignment(x, mh_args_get(&x->args, "name"), NULL, deleted);
+    } else if (by_ids) {
+        size_t n = mh_args_count(&x->args, "ids");
+        for (size_t i = 0; ex == EXIT_OK && i < n; i++)
+            ex = delete_assignment(x, mh_args_nth(&x->args, "ids", i), NULL, deleted);
+    } else {
+        const char *scope = mh_args_get(&x->args, "scope");
+        if (scope == NULL)
+            scope = "/";
+        json_t *matches = NULL;
+        ex = list_assignments(x, scope, mh_args_get(&x->args, "assignee"), true,
+                              mh_args_get(&x->args, "role"), &matches);
+        size_t i;
+        json_t *o;
+        json_array_foreach(ex == EXIT_OK ? matches : NULL, i, o)
+        {
+            /* at_scope_only already asks for exactly this scope; check it anyway: a
+             * wider delete than asked for cannot be undone. */
+            const char *s = json_string_value(json_object_get(o, "scope"));
+            const char *name = json_string_value(json_object_get(o, "name"));
+            if (s == NULL || strcmp(s, scope) != 0 || name == NULL)
+                continue;
+            ex = delete_assignment(x, name, scope, deleted);
+            if (ex != EXIT_OK)
+                break;
+        }
+        json_decref(matches);
+        if (ex == EXIT_OK && json_array_size(deleted) == 0) {
+            fputs("error: NOT_FOUND: no role assignment matches\n", stderr);
+            ex = EXIT_SERVER;
+        }
+    }
+    if (ex != EXIT_OK) {
+        json_decref(deleted);
+        return ex;
+    }
+    return print_json(x, deleted);
+}
+
+static int cmd_whoami(struct ctx *x)
+{
+    Mhsm__V1__WhoAmIRequest req = MHSM__V1__WHO_AM_IREQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    int ex = call(x, "/mhsm.v1.AccessControl/WhoAmI", &req.base,
+                  &mhsm__v1__who_am_iresponse__descriptor, false, &resp);
+    if (ex != EXIT_OK)
+        return ex;
+    json_t *o = NULL;
+    int rv = mh_json_out_whoami((const Mhsm__V1__WhoAmIResponse *)resp, &o);
+    mh_client_response_free(resp);
+    if (rv < 0)
+        return bad_response(rv);
+    if (!x->table)
+        return print_json(x, o);
+    rv = mh_json_out_print_whoami_table(o, stdout);
+    json_decref(o);
+    if (rv < 0) {
+        fprintf(stderr, "error: cannot write the output: %s\n", mh_strerror(rv));
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+/* ---- audit ------------------------------------------------------------------------ */
+
+static int cmd_audit_key(struct ctx *x)
+{
+    Mhsm__V1__GetAuditKeyRequest req = MHSM__V1__GET_AUDIT_KEY_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    int ex = call(x, "/mhsm.v1.Audit/GetAuditKey", &req.base,
+                  &mhsm__v1__get_audit_key_response__descriptor, false, &resp);
+    if (ex != EXIT_OK)
+        return ex;
+    json_t *o = NULL;
+    int rv = mh_json_out_audit_key((const Mhsm__V1__GetAuditKeyResponse *)resp, &o);
+    mh_client_response_free(resp);
+    return rv < 0 ? bad_response(rv) : print_json(x, o);
+}
+
+static int cmd_audit_verify(struct ctx *x)
+{
+    size_t first = x->n_used;
+    size_t n = x->args.n_words - first;
+    if (n == 0)
+        return usage_error("name at least one audit log FILE");
+    uint8_t pub[MH_AUDITLOG_PUBKEY_LEN];
+    const char *pk = mh_args_get(&x->args, "public-key");
+    if (pk != NULL) {
+        char err[512];
+        int rv = mh_logverify_parse_key(pk, pub, err, sizeof err);
+        if (rv == MH_EINVAL && pk[0] != '@')
+            return usage_error("%s", err);
+        if (rv < 0)
+            return local_error("%s", err);
+    } else {
+        Mhsm__V1__GetAuditKeyRequest req = MHSM__V1__GET_AUDIT_KEY_REQUEST__INIT;
+        ProtobufCMessage *resp = NULL;
+        char why[4400];
+        int ex = call_quiet(x, "/mhsm.v1.Audit/GetAuditKey", &req.base,
+                            &mhsm__v1__get_audit_key_response__descriptor, false, &resp, why,
+                            sizeof why);
+        const Mhsm__V1__GetAuditKeyResponse *r = (const Mhsm__V1__GetAuditKeyResponse *)resp;
+        if (ex == EXIT_OK && r->public_key.len != MH_AUDITLOG_PUBKEY_LEN)
+            snprintf(why, sizeof why, "the server sent a public key of %zu bytes, not %d",
+                     r->public_key.len, MH_AUDITLOG_PUBKEY_LEN);
+        else if (ex == EXIT_OK)
+            memcpy(pub, r->public_key.data, MH_AUDITLOG_PUBKEY_LEN);
+        bool ok = ex == EXIT_OK && r->public_key.len == MH_AUDITLOG_PUBKEY_LEN;
+        mh_client_response_free(resp);
+        if (!ok) {
+            fprintf(stderr,
+                    "error: cannot fetch the audit public key from %s: %s\n"
+                    "hint: give the key with --public-key HEX|@FILE (`mhsm audit key` prints "
+                    "it)\n",
+                    x->cfg.endpoint, why);
+            return EXIT_CONN;
+        }
+    }
+    return mh_logverify_run(&x->args.words[first], n, pub, x->table, stdout, stderr);
+}
+
 /* ---- the command table ---------------------------------------------------------- */
 
 #define L(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -1242,6 +1781,67 @@ static const struct command COMMANDS[] = {
      "Replace a node by a new one (operators only).\n"
      "Adds node M at HOST:PORT (spare, catch up, voter), then removes node N. Prints the\n"
      "status; on failure says which step failed."},
+    {"role definition", "list", cmd_role_def_list, L("role-name", "custom-role-only"), NONE,
+     "[--role-name NAME] [--custom-role-only]",
+     "List role definitions (built-in roles first, then custom roles by name).\n"
+     "Prints an array of {\"id\",\"name\",\"type\",\"roleName\",\"description\",\"roleType\",\n"
+     "\"permissions\":[{\"actions\",\"notActions\",\"dataActions\",\"notDataActions\"}],\n"
+     "\"assignableScopes\"}; --output table: NAME ROLE-NAME TYPE."},
+    {"role definition", "show", cmd_role_def_show, L("name", "role-name"), NONE,
+     "(--name GUID | --role-name NAME)", "Show one role definition."},
+    {"role definition", "create", cmd_role_def_create, L("role-definition"), L("role-definition"),
+     "--role-definition JSON|@FILE",
+     "Create a custom role (or replace the one its \"name\" GUID names). JSON as az takes it:\n"
+     "{\"roleName\",\"description\",\"dataActions\":[...],\"notDataActions\":[...],\"actions\":[],"
+     "\n"
+     "\"notActions\":[],\"name\" (optional GUID),\"assignableScopes\" (optional, [\"/\"])}, or "
+     "the\n"
+     "object `role definition show` prints, or Azure's {\"properties\":{...\"permissions\"}}.\n"
+     "Unknown members are refused. Prints the definition."},
+    {"role definition", "update", cmd_role_def_update, L("role-definition"), L("role-definition"),
+     "--role-definition JSON|@FILE",
+     "Change an existing custom role; the JSON (as for create) must carry its \"name\" GUID.\n"
+     "Prints the definition."},
+    {"role definition", "delete", cmd_role_def_delete, L("name", "role-name"), NONE,
+     "(--name GUID | --role-name NAME)",
+     "Delete a custom role (not while assigned). Prints the deleted definition."},
+    {"role assignment", "create", cmd_role_assign_create, L("role", "assignee", "scope", "name"),
+     L("role", "assignee"), "--role ROLE --assignee PRINCIPAL [--scope SCOPE] [--name GUID]",
+     "Assign a role to a principal at a scope.\n"
+     "ROLE: a role name (\"Managed HSM Crypto User\"), its GUID or full id. PRINCIPAL: a\n"
+     "principal id as `mhsm whoami` prints it (spiffe://... or spki:<hex>). SCOPE: \"/\"\n"
+     "(default), \"/keys\" or \"/keys/NAME\". Prints {\"id\",\"name\",\"type\",\"scope\",\n"
+     "\"roleDefinitionId\",\"principalId\",\"roleName\"}."},
+    {"role assignment", "list", cmd_role_assign_list,
+     L("scope", "assignee", "role", "at-scope-only"), NONE,
+     "[--scope SCOPE] [--assignee PRINCIPAL] [--role ROLE] [--at-scope-only]",
+     "List role assignments (every page). --at-scope-only: only those at exactly SCOPE;\n"
+     "--role: by role name, GUID or id. --output table: NAME ROLE-NAME PRINCIPAL SCOPE."},
+    {"role assignment", "show", cmd_role_assign_show, L("name"), L("name"), "--name GUID",
+     "Show one role assignment."},
+    {"role assignment", "delete", cmd_role_assign_delete,
+     L("name", "ids", "role", "assignee", "scope"), NONE,
+     "(--name GUID | --ids ID ... | --role ROLE --assignee PRINCIPAL [--scope SCOPE])",
+     "Delete role assignments: one by GUID, several by id, or every assignment of ROLE to\n"
+     "PRINCIPAL at exactly SCOPE (default \"/\"; none matching is an error). Prints an array\n"
+     "of the deleted assignments."},
+    {NULL, "whoami", cmd_whoami, NONE, NONE, "",
+     "The caller's principal id as the HSM sees it, and what it may do. Prints\n"
+     "{\"principalId\",\"nodeId\",\"dataActions\",\"keyScopes\"}; --output table: the principal\n"
+     "id, then one data action per line."},
+    {"audit", "key", cmd_audit_key, NONE, NONE, "",
+     "The audit log's public key (Ed25519, the same on every node). Prints\n"
+     "{\"publicKey\" (hex),\"nodeId\",\"directory\"}. Keep it apart from the logs: it is what\n"
+     "`mhsm audit verify --public-key` trusts."},
+    {"audit", "verify", cmd_audit_verify, L("public-key"), NONE,
+     "[--public-key HEX|@FILE] FILE ...",
+     "Check audit log files: the hash chain, seqs and checkpoint signatures, in file-name\n"
+     "order (audit-<seq>.jsonl sorts in chain order). Without --public-key the key is\n"
+     "fetched from --endpoint (that trusts the server; prefer a key kept elsewhere).\n"
+     "Prints {\"ok\":true,\"files\",\"records\",\"checkpoints\",\"firstSeq\",\"lastSeq\",\n"
+     "\"lastCheckpointSeq\",\"unsignedTail\",\"nodeId\"} (warning on stderr if records follow\n"
+     "the last checkpoint) or, exit 1, {\"ok\":false,\"file\",\"line\",\"reason\"} naming the\n"
+     "first bad record."},
     {NULL, "random", cmd_random, L("count"), L("count"), "--count N",
      "Random bytes from the HSM (1..128). Prints {\"value\"}."},
     {NULL, "health", cmd_health, NONE, NONE, "",
@@ -1250,23 +1850,52 @@ static const struct command COMMANDS[] = {
 
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
-static void print_command_help(FILE *f, const struct command *c)
+static void full_name(const struct command *c, char *out, size_t cap)
 {
-    fprintf(f, "usage: mhsm %s%s%s %s\n\n%s\n\n%s", c->group != NULL ? c->group : "",
-            c->group != NULL ? " " : "", c->name, c->synopsis, c->summary, GLOBAL_HELP);
+    snprintf(out, cap, "%s%s%s", c->group != NULL ? c->group : "", c->group != NULL ? " " : "",
+             c->name);
 }
 
-static void print_top_help(FILE *f, const char *group)
+static void print_command_help(FILE *f, const struct command *c)
 {
-    fprintf(f, "usage: mhsm%s%s COMMAND [options]\n\nCommands:\n", group != NULL ? " " : "",
-            group != NULL ? group : "");
+    char full[64];
+    full_name(c, full, sizeof full);
+    fprintf(f, "usage: mhsm %s %s\n\n%s\n\n%s", full, c->synopsis, c->summary, GLOBAL_HELP);
+}
+
+/* How many of the words of |a| (from the first) spell the space-separated words of
+ * |path|, in order: all of path's words (*whole set), or fewer when a's words end
+ * first. 0 at the first mismatch. */
+static size_t match_words(const char *path, const struct mh_args *a, bool *whole)
+{
+    size_t i = 0;
+    const char *p = path;
+    *whole = false;
+    while (*p != 0) {
+        const char *sp = strchr(p, ' ');
+        size_t len = sp != NULL ? (size_t)(sp - p) : strlen(p);
+        if (i == a->n_words)
+            return i;
+        if (strlen(a->words[i]) != len || memcmp(a->words[i], p, len) != 0)
+            return 0;
+        i++;
+        p += len + (sp != NULL ? 1 : 0);
+    }
+    *whole = true;
+    return i;
+}
+
+/* |prefix|: "" for every command, else the group words ("role definition"). */
+static void print_top_help(FILE *f, const char *prefix)
+{
+    fprintf(f, "usage: mhsm%s%s COMMAND [options]\n\nCommands:\n", prefix[0] ? " " : "", prefix);
+    size_t plen = strlen(prefix);
     for (size_t i = 0; i < N_COMMANDS; i++) {
         const struct command *c = &COMMANDS[i];
-        if (group != NULL && (c->group == NULL || strcmp(c->group, group) != 0))
-            continue;
         char full[64];
-        snprintf(full, sizeof full, "%s%s%s", c->group != NULL ? c->group : "",
-                 c->group != NULL ? " " : "", c->name);
+        full_name(c, full, sizeof full);
+        if (plen > 0 && (strncmp(full, prefix, plen) != 0 || full[plen] != ' '))
+            continue;
         const char *nl = strchr(c->summary, '\n');
         int len = nl != NULL ? (int)(nl - c->summary) : (int)strlen(c->summary);
         fprintf(f, "  %-28s %.*s\n", full, len, c->summary);
@@ -1274,23 +1903,27 @@ static void print_top_help(FILE *f, const char *group)
     fprintf(f, "\n'mhsm COMMAND --help' describes a command.\n\n%s", GLOBAL_HELP);
 }
 
-static bool is_group(const char *w)
+/* Whether the words of |a| (at least one) are the first words of some command group. */
+static bool is_group_prefix(const struct mh_args *a)
 {
-    return strcmp(w, "key") == 0 || strcmp(w, "security-domain") == 0 || strcmp(w, "cluster") == 0;
+    for (size_t i = 0; a->n_words > 0 && i < N_COMMANDS; i++) {
+        bool whole;
+        if (COMMANDS[i].group != NULL && match_words(COMMANDS[i].group, a, &whole) == a->n_words)
+            return true;
+    }
+    return false;
 }
 
 static const struct command *find_command(const struct mh_args *a, size_t *used)
 {
     for (size_t i = 0; i < N_COMMANDS; i++) {
-        const struct command *c = &COMMANDS[i];
-        if (c->group == NULL && a->n_words >= 1 && strcmp(a->words[0], c->name) == 0) {
-            *used = 1;
-            return c;
-        }
-        if (c->group != NULL && a->n_words >= 2 && strcmp(a->words[0], c->group) == 0 &&
-            strcmp(a->words[1], c->name) == 0) {
-            *used = 2;
-            return c;
+        char full[64];
+        full_name(&COMMANDS[i], full, sizeof full);
+        bool whole;
+        size_t n = match_words(full, a, &whole);
+        if (n > 0 && whole) {
+            *used = n;
+            return &COMMANDS[i];
         }
     }
     return NULL;
@@ -1341,22 +1974,23 @@ int main(int argc, char **argv)
         ex = usage_error("%s", err);
         goto out;
     }
-    if (x.args.n_words == 0 || (x.args.n_words == 1 && is_group(x.args.words[0]))) {
-        const char *group = x.args.n_words == 1 ? x.args.words[0] : NULL;
-        if (x.args.help) {
-            print_top_help(stdout, group);
-            ex = EXIT_OK;
-        } else {
-            print_top_help(stderr, group);
-            ex = EXIT_USAGE;
-        }
-        goto out;
-    }
     size_t used = 0;
     const struct command *cmd = find_command(&x.args, &used);
+    if (cmd == NULL && (x.args.n_words == 0 || is_group_prefix(&x.args))) {
+        char prefix[64] = "";
+        for (size_t i = 0; i < x.args.n_words; i++)
+            snprintf(prefix + strlen(prefix), sizeof prefix - strlen(prefix), "%s%s",
+                     i > 0 ? " " : "", x.args.words[i]);
+        print_top_help(x.args.help ? stdout : stderr, prefix);
+        ex = x.args.help ? EXIT_OK : EXIT_USAGE;
+        goto out;
+    }
     if (cmd == NULL) {
-        ex = usage_error("unknown command '%s%s%s'", x.args.words[0], x.args.n_words > 1 ? " " : "",
-                         x.args.n_words > 1 ? x.args.words[1] : "");
+        char words[192] = "";
+        for (size_t i = 0; i < x.args.n_words && i < 3; i++)
+            snprintf(words + strlen(words), sizeof words - strlen(words), "%s%s", i > 0 ? " " : "",
+                     x.args.words[i]);
+        ex = usage_error("unknown command '%s'", words);
         goto out;
     }
     if (x.args.help) {
@@ -1364,7 +1998,9 @@ int main(int argc, char **argv)
         ex = EXIT_OK;
         goto out;
     }
-    if (x.args.n_words > used) {
+    x.n_used = used;
+    /* Only `audit verify` takes operands (its FILEs). */
+    if (x.args.n_words > used && cmd->run != cmd_audit_verify) {
         ex = usage_error("unexpected argument '%s'", x.args.words[used]);
         goto out;
     }

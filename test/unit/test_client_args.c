@@ -96,8 +96,6 @@ static void test_parse_errors(void **state)
     expect_parse_error(empty_multi, "at least one value");
     const char *bool_value[] = {"mhsm", "--disabled=yes", NULL};
     expect_parse_error(bool_value, "takes no value");
-    const char *words[] = {"mhsm", "a", "b", "c", "d", "e", NULL};
-    expect_parse_error(words, "unexpected argument 'e'");
     /* "--" alone is not a flag word: it is an unknown single-dash option */
     const char *dashdash[] = {"mhsm", "--", NULL};
     expect_parse_error(dashdash, "unknown option '--'");
@@ -285,7 +283,7 @@ static void test_parse_mutations(void **state)
         char err[128];
         int rv = mh_args_parse(argc, (char *const *)argv, FLAGS, &a, err, sizeof err);
         if (rv == 0) {
-            assert_true(a.n_words <= MH_ARGS_MAX_WORDS);
+            assert_true(a.n_words + a.n_items < (size_t)argc);
             assert_true(a.n_items <= (size_t)argc);
             assert_true(mh_args_count(&a, "name") <= 1);
         } else {
