@@ -1,14 +1,22 @@
 #include "testutil.h"
 
-#include <string.h>
-
+#include <ctype.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "client/args.h"
 #include "client/json_out.h"
+#include "client/logverify.h"
 #include "client/rpc_client.h"
 #include "common/b64.h"
+#include "common/secret.h"
+#include "crypto/auditlog.h"
 
 static const struct mh_args_flag FLAGS[] = {
     {"endpoint", MH_ARGS_VALUE}, {"name", MH_ARGS_VALUE}, {"value", MH_ARGS_VALUE},
@@ -449,6 +457,550 @@ static void test_cluster_status_output(void **state)
     assert_int_equal(mh_json_out_cluster_status(&r, &o), MH_EPROTO);
 }
 
+/* ---- operands: `audit verify FILE...` keeps every word ------------------------------ */
+
+static void test_operands(void **state)
+{
+    (void)state;
+    const char *argv[] = {"mhsm", "audit", "verify", "--public-key", "ab", "f1",
+                          "f2",   "f3",    "f4",     "f5",           "f6", NULL};
+    static const struct mh_args_flag F[] = {{"public-key", MH_ARGS_VALUE}, {NULL, MH_ARGS_BOOL}};
+    struct mh_args a;
+    char err[128];
+    assert_int_equal(mh_args_parse(11, (char *const *)argv, F, &a, err, sizeof err), 0);
+    assert_int_equal(a.n_words, 8);
+    assert_string_equal(a.words[2], "f1");
+    assert_string_equal(a.words[7], "f6");
+    assert_string_equal(mh_args_get(&a, "public-key"), "ab");
+    mh_args_free(&a);
+}
+
+/* ---- the mhsm binary (built next to this test): usage, help, connection ------------ */
+
+/* Runs mhsm with |args| (NULL-terminated), stdout and stderr captured (NUL-terminated).
+ * Returns its exit status. */
+static int run_mhsm(const char *const *args, struct mh_buf *out, struct mh_buf *err)
+{
+    static char exe[PATH_MAX];
+    if (exe[0] == 0) {
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 16);
+        assert_true(n > 0);
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        assert_non_null(slash);
+        strcpy(slash + 1, "mhsm");
+        assert_int_equal(access(exe, X_OK), 0);
+    }
+    const char *argv[64];
+    size_t n = 0;
+    argv[n++] = exe;
+    for (size_t i = 0; args[i] != NULL; i++) {
+        assert_true(n < 62);
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+    char po[PATH_MAX], pe[PATH_MAX];
+    tu_path(po, sizeof po, "cli.out");
+    tu_path(pe, sizeof pe, "cli.err");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fo = open(po, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int fe = open(pe, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
+            _exit(127);
+        /* no MHSM_* from the environment: the arguments say everything */
+        unsetenv("MHSM_ENDPOINT");
+        unsetenv("MHSM_CA");
+        unsetenv("MHSM_CERT");
+        unsetenv("MHSM_KEY");
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    mh_buf_truncate(out, 0);
+    mh_buf_truncate(err, 0);
+    tu_read_file(po, out);
+    tu_read_file(pe, err);
+    assert_int_equal(mh_buf_append_u8(out, 0), 0);
+    assert_int_equal(mh_buf_append_u8(err, 0), 0);
+    return WEXITSTATUS(st);
+}
+
+struct cli_case {
+    const char *args[12];
+    int rc;
+    const char *needle; /* in stderr */
+};
+
+#define DEAD "--endpoint", "127.0.0.1:1"
+
+static void test_cli_usage_errors(void **state)
+{
+    (void)state;
+    static const struct cli_case CASES[] = {
+        {{"role", "definition", "list", "--name", "x"}, 2, "does not apply"},
+        {{"role", "definition", "list", "--custom-role-only=yes"}, 2, "takes no value"},
+        {{"role", "definition", "show"}, 2, "exactly one of --name GUID and --role-name"},
+        {{"role", "definition", "show", "--name", "a", "--role-name", "b"}, 2, "exactly one"},
+        {{"role", "definition", "delete"}, 2, "exactly one of --name"},
+        {{"role", "definition", "delete", "--role-name", ""}, 2, "--role-name needs"},
+        {{"role", "definition", "create"}, 2, "missing --role-definition"},
+        {{"role", "definition", "create", "--role-definition", "{"},
+         2,
+         "--role-definition: invalid JSON at line 1"},
+        {{"role", "definition", "create", "--role-definition",
+          "{\"roleName\":\"r\",\"dataActions\":[\"a\"],\"notDataAction\":[\"b\"]}"},
+         2,
+         "--role-definition: unknown member \"notDataAction\""},
+        {{"role", "definition", "create", "--role-definition", "@/nonexistent/rd.json"},
+         2,
+         "cannot open /nonexistent/rd.json"},
+        {{"role", "definition", "update", "--role-definition",
+          "{\"roleName\":\"r\",\"dataActions\":[\"a\"]}"},
+         2,
+         "\"name\" (the role's GUID) is required"},
+        {{"role", "assignment", "create", "--assignee", "p"}, 2, "missing --role"},
+        {{"role", "assignment", "create", "--role", "r"}, 2, "missing --assignee"},
+        {{"role", "assignment", "create", "--role", "r", "--assignee", "p", "--name", "x"},
+         2,
+         "--name takes a GUID"},
+        {{"role", "assignment", "create", "--role", "r", "--assignee", "p", "--ids", "x"},
+         2,
+         "does not apply"},
+        {{"role", "assignment", "list", "--name", "x"}, 2, "does not apply"},
+        {{"role", "assignment", "show"}, 2, "missing --name"},
+        {{"role", "assignment", "delete"}, 2, "give one of --name GUID, --ids"},
+        {{"role", "assignment", "delete", "--name", "a", "--ids", "b"}, 2, "give one of"},
+        {{"role", "assignment", "delete", "--name", "a", "--role", "r"}, 2, "give one of"},
+        {{"role", "assignment", "delete", "--role", "r", "--scope", "/"},
+         2,
+         "needs --role and --assignee"},
+        {{"role", "assignment", "delete", "--assignee", "p"}, 2, "needs --role and --assignee"},
+        {{"role", "assignment", "delete", "--ids"}, 2, "needs at least one value"},
+        {{"role", "assignment", "frob"}, 2, "unknown command 'role assignment frob'"},
+        {{"role", "definitions", "list"}, 2, "unknown command 'role definitions list'"},
+        {{"whoami", "extra"}, 2, "unexpected argument 'extra'"},
+        {{"whoami", "--scope", "/"}, 2, "does not apply"},
+        {{"audit", "key", "--public-key", "00"}, 2, "does not apply"},
+        {{"audit", "key", "extra"}, 2, "unexpected argument 'extra'"},
+        {{"audit", "verify"}, 2, "at least one audit log FILE"},
+        {{"audit", "verify", "--public-key", "12", "f"}, 2, "64 hex digits or @FILE"},
+        {{"audit", "verify", "--public-key", "@/nonexistent/key", "f"},
+         2,
+         "cannot read /nonexistent/key"},
+        {{"role"}, 2, "usage: mhsm role COMMAND"},
+        {{"role", "definition"}, 2, "usage: mhsm role definition COMMAND"},
+        {{"audit"}, 2, "usage: mhsm audit COMMAND"},
+        /* past the argument checks: no server there */
+        {{"whoami", DEAD}, 3, "error: UNAVAILABLE: "},
+        {{"role", "definition", "list", DEAD}, 3, "error: UNAVAILABLE: "},
+        {{"role", "definition", "show", "--role-name", "x", DEAD}, 3, "error: UNAVAILABLE: "},
+        {{"role", "assignment", "list", "--role", "r", DEAD}, 3, "error: UNAVAILABLE: "},
+        {{"role", "assignment", "delete", "--role", "r", "--assignee", "p", DEAD},
+         3,
+         "error: UNAVAILABLE: "},
+        {{"audit", "key", DEAD}, 3, "error: UNAVAILABLE: "},
+        {{"audit", "verify", "f", DEAD}, 3, "--public-key HEX|@FILE"},
+    };
+    struct mh_buf out = {0}, err = {0};
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+        const struct cli_case *c = &CASES[i];
+        int rc = run_mhsm(c->args, &out, &err);
+        if (rc != c->rc || strstr((const char *)err.data, c->needle) == NULL)
+            fail_msg("mhsm %s %s %s ...: exit %d, stderr '%s'; want exit %d and '%s'", c->args[0],
+                     c->args[1] ? c->args[1] : "", c->args[1] && c->args[2] ? c->args[2] : "", rc,
+                     (const char *)err.data, c->rc, c->needle);
+        if (c->rc != 0)
+            assert_int_equal(out.len, 1); /* nothing on stdout (just our NUL) */
+    }
+    mh_buf_free(&out);
+    mh_buf_free(&err);
+}
+
+static void test_cli_help(void **state)
+{
+    (void)state;
+    static const char *const CMDS[][4] = {
+        {"role", "definition", "list"},
+        {"role", "definition", "show"},
+        {"role", "definition", "create"},
+        {"role", "definition", "update"},
+        {"role", "definition", "delete"},
+        {"role", "assignment", "create"},
+        {"role", "assignment", "list"},
+        {"role", "assignment", "show"},
+        {"role", "assignment", "delete"},
+        {"whoami"},
+        {"audit", "key"},
+        {"audit", "verify"},
+    };
+    struct mh_buf out = {0}, err = {0};
+    for (size_t i = 0; i < sizeof CMDS / sizeof CMDS[0]; i++) {
+        const char *args[6] = {0};
+        char want[96] = "usage: mhsm";
+        size_t n = 0;
+        for (; n < 4 && CMDS[i][n] != NULL; n++) {
+            args[n] = CMDS[i][n];
+            strcat(want, " ");
+            strcat(want, CMDS[i][n]);
+        }
+        strcat(want, " ");
+        args[n] = "--help";
+        assert_int_equal(run_mhsm(args, &out, &err), 0);
+        if (strncmp((const char *)out.data, want, strlen(want)) != 0)
+            fail_msg("help of %s: '%.80s'", want, (const char *)out.data);
+        assert_non_null(strstr((const char *)out.data, "--endpoint HOST:PORT"));
+    }
+    /* the group help lists the group's commands */
+    const char *role_help[] = {"role", "--help", NULL};
+    assert_int_equal(run_mhsm(role_help, &out, &err), 0);
+    assert_non_null(strstr((const char *)out.data, "role definition create"));
+    assert_non_null(strstr((const char *)out.data, "role assignment delete"));
+    assert_null(strstr((const char *)out.data, "key create"));
+    const char *top[] = {"--help", NULL};
+    assert_int_equal(run_mhsm(top, &out, &err), 0);
+    assert_non_null(strstr((const char *)out.data, "whoami"));
+    assert_non_null(strstr((const char *)out.data, "audit verify"));
+    assert_non_null(strstr((const char *)out.data, "key create"));
+    mh_buf_free(&out);
+    mh_buf_free(&err);
+}
+
+/* ---- audit verify: small logs built with crypto/auditlog ----------------------------- */
+
+#define LOG_NODE 7
+
+struct logb {
+    EVP_PKEY *key;
+    char pub_hex[2 * MH_AUDITLOG_PUBKEY_LEN + 1];
+    char prev[MH_AUDITLOG_HASH_HEX + 1];
+    uint64_t seq;
+};
+
+static EVP_PKEY *signer(uint8_t fill)
+{
+    struct mh_secret seed = {0};
+    assert_int_equal(mh_secret_alloc(&seed, 32), 0);
+    memset(seed.data, fill, 32);
+    EVP_PKEY *k = NULL;
+    assert_int_equal(mh_auditlog_signer_new(&seed, &k), 0);
+    mh_secret_free(&seed);
+    return k;
+}
+
+static void logb_init(struct logb *b, uint8_t fill)
+{
+    memset(b, 0, sizeof *b);
+    b->key = signer(fill);
+    uint8_t pub[MH_AUDITLOG_PUBKEY_LEN];
+    assert_int_equal(mh_auditlog_public_key(b->key, pub), 0);
+    mh_hex_encode(pub, sizeof pub, b->pub_hex);
+    memset(b->prev, '0', MH_AUDITLOG_HASH_HEX);
+}
+
+static void logb_line(struct logb *b, struct mh_buf *file, const char *line)
+{
+    assert_int_equal(mh_auditlog_line_hash(line, strlen(line), b->prev), 0);
+    assert_int_equal(mh_buf_append_str(file, line), 0);
+    assert_int_equal(mh_buf_append_str(file, "\n"), 0);
+}
+
+static void logb_record(struct logb *b, struct mh_buf *file, const char *op)
+{
+    char line[512];
+    b->seq++;
+    snprintf(line, sizeof line,
+             "{\"seq\":%llu,\"prevHash\":\"%s\",\"nodeId\":%d,\"category\":\"AuditEvent\","
+             "\"operationName\":\"%s\",\"resultType\":\"Success\",\"identity\":"
+             "\"spiffe://mhsm/app\"}",
+             (unsigned long long)b->seq, b->prev, LOG_NODE, op);
+    logb_line(b, file, line);
+}
+
+static void logb_checkpoint(struct logb *b, struct mh_buf *file)
+{
+    char msg[160], line[512];
+    b->seq++;
+    assert_int_equal(mh_auditlog_checkpoint_message(LOG_NODE, b->seq, b->prev, msg, sizeof msg), 0);
+    uint8_t sig[MH_AUDITLOG_SIG_LEN];
+    assert_int_equal(mh_auditlog_sign(b->key, msg, sig), 0);
+    struct mh_buf s64 = {0};
+    assert_int_equal(mh_b64url_encode(sig, sizeof sig, &s64), 0);
+    assert_int_equal(mh_buf_append_u8(&s64, 0), 0);
+    snprintf(line, sizeof line,
+             "{\"seq\":%llu,\"prevHash\":\"%s\",\"nodeId\":%d,\"category\":\"AuditEvent\","
+             "\"operationName\":\"" MH_AUDITLOG_CHECKPOINT "\",\"signature\":\"%s\","
+             "\"publicKey\":\"%s\"}",
+             (unsigned long long)b->seq, b->prev, LOG_NODE, (const char *)s64.data, b->pub_hex);
+    mh_buf_free(&s64);
+    logb_line(b, file, line);
+}
+
+/* Two files: A = seq 1..3 (record, record, checkpoint), B = seq 4..6 (record,
+ * checkpoint, record: one unsigned record at the end). Paths into |a| and |bpath|. */
+static void make_log(const char *sub, struct logb *b, char *a, char *bpath)
+{
+    char dir[PATH_MAX - 64];
+    tu_path(dir, sizeof dir, sub);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    struct mh_buf fa = {0}, fb = {0};
+    logb_record(b, &fa, "GetKey");
+    logb_record(b, &fa, "Sign");
+    logb_checkpoint(b, &fa);
+    logb_record(b, &fb, "CreateKey");
+    logb_checkpoint(b, &fb);
+    logb_record(b, &fb, "WhoAmI");
+    snprintf(a, PATH_MAX, "%s/audit-00000000000000000001.jsonl", dir);
+    snprintf(bpath, PATH_MAX, "%s/audit-00000000000000000004.jsonl", dir);
+    tu_write_file(a, fa.data, fa.len);
+    tu_write_file(bpath, fb.data, fb.len);
+    mh_buf_free(&fa);
+    mh_buf_free(&fb);
+}
+
+/* mh_logverify_run with its output captured; returns the exit status. */
+static int verify(const char *const *paths, size_t n, const uint8_t *pub, json_t **doc,
+                  char **errtext)
+{
+    const char *p[8];
+    for (size_t i = 0; i < n; i++)
+        p[i] = paths[i];
+    char *out = NULL;
+    size_t olen = 0, elen = 0;
+    FILE *fo = open_memstream(&out, &olen);
+    FILE *fe = open_memstream(errtext, &elen);
+    int rc = mh_logverify_run(p, n, pub, false, fo, fe);
+    fclose(fo);
+    fclose(fe);
+    json_error_t je;
+    *doc = olen > 0 ? json_loads(out, 0, &je) : NULL;
+    free(out);
+    return rc;
+}
+
+static uint64_t num(const json_t *o, const char *k)
+{
+    const json_t *v = json_object_get(o, k);
+    assert_true(json_is_integer(v));
+    return (uint64_t)json_integer_value(v);
+}
+
+/* Rewrites |path| with line |lineno| (1-based) replaced by |repl|, or removed when
+ * |repl| is NULL, or swapped with the next line when |repl| is "SWAP". */
+static void edit_line(const char *path, size_t lineno, const char *repl)
+{
+    struct mh_buf in = {0}, out = {0};
+    tu_read_file(path, &in);
+    assert_int_equal(mh_buf_append_u8(&in, 0), 0);
+    char *lines[16];
+    size_t n = 0;
+    for (char *s = (char *)in.data, *save = NULL; (s = strtok_r(s, "\n", &save)) != NULL; s = NULL)
+        lines[n++] = s;
+    assert_true(lineno >= 1 && lineno <= n);
+    if (repl != NULL && strcmp(repl, "SWAP") == 0) {
+        char *t = lines[lineno - 1];
+        lines[lineno - 1] = lines[lineno];
+        lines[lineno] = t;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *l = lines[i];
+        if (i + 1 == lineno && repl == NULL)
+            continue;
+        if (i + 1 == lineno && strcmp(repl, "SWAP") != 0)
+            l = repl;
+        assert_int_equal(mh_buf_append_str(&out, l), 0);
+        assert_int_equal(mh_buf_append_str(&out, "\n"), 0);
+    }
+    tu_write_file(path, out.data, out.len);
+    mh_buf_free(&in);
+    mh_buf_free(&out);
+}
+
+static void expect_bad(const char *const *paths, size_t n, const uint8_t *pub, const char *file,
+                       uint64_t line)
+{
+    json_t *doc = NULL;
+    char *err = NULL;
+    assert_int_equal(verify(paths, n, pub, &doc, &err), 1);
+    assert_non_null(doc);
+    assert_true(json_is_false(json_object_get(doc, "ok")));
+    const char *f = json_string_value(json_object_get(doc, "file"));
+    assert_non_null(f);
+    assert_string_equal(f, file);
+    if (line != 0)
+        assert_int_equal(num(doc, "line"), line);
+    assert_true(json_string_length(json_object_get(doc, "reason")) > 0);
+    char want[PATH_MAX + 64];
+    snprintf(want, sizeof want, "error: audit log does not verify: %s:%llu: ", f,
+             (unsigned long long)num(doc, "line"));
+    if (strstr(err, want) == NULL)
+        fail_msg("stderr '%s' lacks '%s'", err, want);
+    free(err);
+    json_decref(doc);
+}
+
+static void test_verify(void **state)
+{
+    (void)state;
+    struct logb b;
+    logb_init(&b, 0x11);
+    uint8_t pub[MH_AUDITLOG_PUBKEY_LEN];
+    assert_int_equal(mh_auditlog_public_key(b.key, pub), 0);
+    char a[PATH_MAX], bp[PATH_MAX];
+    make_log("v1", &b, a, bp);
+
+    /* given out of order: sorted by name, verified, one unsigned record reported */
+    const char *const rev[] = {bp, a};
+    json_t *doc = NULL;
+    char *err = NULL;
+    assert_int_equal(verify(rev, 2, pub, &doc, &err), 0);
+    assert_non_null(doc);
+    assert_true(json_is_true(json_object_get(doc, "ok")));
+    assert_int_equal(num(doc, "files"), 2);
+    assert_int_equal(num(doc, "records"), 6);
+    assert_int_equal(num(doc, "checkpoints"), 2);
+    assert_int_equal(num(doc, "firstSeq"), 1);
+    assert_int_equal(num(doc, "lastSeq"), 6);
+    assert_int_equal(num(doc, "lastCheckpointSeq"), 5);
+    assert_int_equal(num(doc, "unsignedTail"), 1);
+    assert_int_equal(num(doc, "nodeId"), LOG_NODE);
+    assert_int_equal(json_object_size(doc), 9);
+    assert_non_null(strstr(err, "warning: the last 1 record(s) (after seq 5)"));
+    free(err);
+    json_decref(doc);
+
+    /* the first file alone ends on a checkpoint: no warning */
+    const char *const only_a[] = {a};
+    assert_int_equal(verify(only_a, 1, pub, &doc, &err), 0);
+    assert_int_equal(num(doc, "unsignedTail"), 0);
+    assert_string_equal(err, "");
+    free(err);
+    json_decref(doc);
+
+    /* another key: the first checkpoint fails */
+    struct logb other;
+    logb_init(&other, 0x22);
+    uint8_t wrong[MH_AUDITLOG_PUBKEY_LEN];
+    assert_int_equal(mh_auditlog_public_key(other.key, wrong), 0);
+    expect_bad(rev, 2, wrong, a, 3);
+
+    /* a missing file is named as such */
+    char missing[PATH_MAX];
+    tu_path(missing, sizeof missing, "v1/audit-00000000000000000009.jsonl");
+    const char *const with_missing[] = {a, bp, missing};
+    assert_int_equal(verify(with_missing, 3, pub, &doc, &err), 1);
+    assert_null(doc);
+    char want[PATH_MAX + 32];
+    snprintf(want, sizeof want, "error: cannot read %s: ", missing);
+    assert_non_null(strstr(err, want));
+    free(err);
+    /* and so is a directory */
+    char dir[PATH_MAX];
+    tu_path(dir, sizeof dir, "v1");
+    const char *const with_dir[] = {a, dir};
+    assert_int_equal(verify(with_dir, 2, pub, &doc, &err), 1);
+    assert_non_null(strstr(err, "not a regular file"));
+    free(err);
+
+    /* an edited record is named */
+    edit_line(a, 2,
+              "{\"seq\":2,\"prevHash\":\"0000000000000000000000000000000000000000000000000000000"
+              "000000000\",\"nodeId\":7,\"operationName\":\"Sign\"}");
+    expect_bad(rev, 2, pub, a, 0);
+    EVP_PKEY_free(other.key);
+
+    /* a removed record: the chain breaks where B starts */
+    struct logb c;
+    logb_init(&c, 0x11);
+    char a2[PATH_MAX], b2[PATH_MAX];
+    make_log("v2", &c, a2, b2);
+    edit_line(b2, 1, NULL);
+    const char *const v2[] = {a2, b2};
+    expect_bad(v2, 2, pub, b2, 1);
+    EVP_PKEY_free(c.key);
+
+    /* reordered records */
+    struct logb d;
+    logb_init(&d, 0x11);
+    char a3[PATH_MAX], b3[PATH_MAX];
+    make_log("v3", &d, a3, b3);
+    edit_line(a3, 1, "SWAP");
+    const char *const v3[] = {a3, b3};
+    expect_bad(v3, 2, pub, a3, 0);
+    EVP_PKEY_free(d.key);
+
+    EVP_PKEY_free(b.key);
+}
+
+/* The same through the binary: exit codes and --public-key HEX|@FILE. */
+static void test_cli_verify(void **state)
+{
+    (void)state;
+    struct logb b;
+    logb_init(&b, 0x33);
+    char a[PATH_MAX], bp[PATH_MAX];
+    make_log("c1", &b, a, bp);
+    struct mh_buf out = {0}, err = {0};
+
+    const char *ok[] = {"audit", "verify", "--public-key", b.pub_hex, bp, a, NULL};
+    assert_int_equal(run_mhsm(ok, &out, &err), 0);
+    json_error_t je;
+    json_t *doc = json_loads((const char *)out.data, 0, &je);
+    assert_non_null(doc);
+    assert_true(json_is_true(json_object_get(doc, "ok")));
+    assert_int_equal(num(doc, "records"), 6);
+    json_decref(doc);
+    assert_non_null(strstr((const char *)err.data, "warning:"));
+
+    char keyfile[PATH_MAX], at[PATH_MAX + 1];
+    tu_path(keyfile, sizeof keyfile, "c1.pub");
+    char content[80];
+    snprintf(content, sizeof content, "  %s\n", b.pub_hex);
+    tu_write_file(keyfile, content, strlen(content));
+    snprintf(at, sizeof at, "@%s", keyfile);
+    const char *ok_file[] = {"audit", "verify", "--public-key", at, a, NULL};
+    assert_int_equal(run_mhsm(ok_file, &out, &err), 0);
+    assert_string_equal((const char *)err.data, "");
+
+    /* upper-case hex is the same key */
+    char upper[2 * MH_AUDITLOG_PUBKEY_LEN + 1];
+    for (size_t i = 0; i <= 2 * MH_AUDITLOG_PUBKEY_LEN; i++)
+        upper[i] = (char)toupper((unsigned char)b.pub_hex[i]);
+    const char *ok_upper[] = {"audit", "verify", "--public-key", upper, a, NULL};
+    assert_int_equal(run_mhsm(ok_upper, &out, &err), 0);
+
+    /* a damaged key file is a usage problem, not a verdict on the log */
+    tu_write_file(keyfile, "not hex\n", 8);
+    assert_int_equal(run_mhsm(ok_file, &out, &err), 2);
+    assert_non_null(strstr((const char *)err.data, "does not hold a public key"));
+
+    edit_line(bp, 3, "{\"seq\":6}");
+    const char *bad[] = {"audit", "verify", "--public-key", b.pub_hex, a, bp, NULL};
+    assert_int_equal(run_mhsm(bad, &out, &err), 1);
+    doc = json_loads((const char *)out.data, 0, &je);
+    assert_non_null(doc);
+    assert_true(json_is_false(json_object_get(doc, "ok")));
+    assert_string_equal(json_string_value(json_object_get(doc, "file")), bp);
+    assert_int_equal(num(doc, "line"), 3);
+    json_decref(doc);
+    char want[PATH_MAX + 64];
+    snprintf(want, sizeof want, "error: audit log does not verify: %s:3: ", bp);
+    assert_non_null(strstr((const char *)err.data, want));
+
+    char missing[PATH_MAX];
+    tu_path(missing, sizeof missing, "c1/nope.jsonl");
+    const char *gone[] = {"audit", "verify", "--public-key", b.pub_hex, a, missing, NULL};
+    assert_int_equal(run_mhsm(gone, &out, &err), 1);
+    assert_non_null(strstr((const char *)err.data, missing));
+
+    mh_buf_free(&out);
+    mh_buf_free(&err);
+    EVP_PKEY_free(b.key);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -463,6 +1015,11 @@ int main(void)
         cmocka_unit_test(test_parse_mutations),
         cmocka_unit_test(test_cluster_args),
         cmocka_unit_test(test_cluster_status_output),
+        cmocka_unit_test(test_operands),
+        cmocka_unit_test(test_cli_usage_errors),
+        cmocka_unit_test(test_cli_help),
+        cmocka_unit_test(test_verify),
+        cmocka_unit_test(test_cli_verify),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
