@@ -203,8 +203,8 @@ try:
                 and d.get("assignableScopes") == ["/"],
                 "show Crypto User: sign, no purge, no role writes, scope /", r.describe())
 
-    with h.section("setup: roles for user2, officer (by the officer itself: no), auditor, "
-                   "keyuser, custom"):
+    with h.section("setup: Crypto User for user2 (/) and keyuser (/keys/k1), Officer for "
+                   "officer; keys k1, k2, kdel"):
         for i, role, who, scope in ((0, mhtest.ROLE_USER, sp("user2"), "/"),
                                     (1, mhtest.ROLE_OFFICER, sp("officer"), "/"),
                                     (2, mhtest.ROLE_USER, sp("keyuser"), "/keys/k1")):
@@ -325,8 +325,11 @@ try:
                 and re.match(r"^[0-9a-f-]{36}$", d.get("name", "")),
                 "custom role JSON: CustomRole, GUID name, notDataActions", d)
         st["custom_id"] = d.get("name")
+        # Assigned by name through another node: wait (bounded) until it knows the role.
+        cl.wait_until(2, ("role", "definition", "show", "--role-name", CUSTOM),
+                      lambda x: x.rc == 0, what="the custom role on node 3")
         r = assign(2, CUSTOM, sp("custom"))
-        h.expect_ok(r, "assign the custom role to custom")
+        h.expect_ok(r, "assign the custom role to custom (by its name)")
         wait_assignments_everywhere([st["assign"].get((CUSTOM, sp("custom"), "/"))])
         want = sorted(a for a in ALL_ACTIONS if a.startswith(P + "keys/")
                       and a not in (A_SIGN, A_PURGE))
@@ -370,6 +373,7 @@ try:
                     "node %d: whoami of app: keyScopes [k2], nodeId %d" % (i + 1, i + 1), w)
         r = cli(2, "role", "assignment", "delete", "--name", name or "none")
         j = h.expect_ok(r, "revoke through node 3")
+        st["assign"].pop((mhtest.ROLE_USER, sp("app"), "/keys/k2"), None)
         h.check(isinstance(j, list) and [a.get("name") for a in j] == [name],
                 "delete prints the deleted assignment", j)
         for i in (0, 1, 2):
@@ -406,18 +410,6 @@ try:
         h.check(r.rc == 0 and (r.json or {}).get("description") == "updated",
                 "a custom role can be updated", r.describe())
 
-    with h.section("the last administrator assignment cannot be deleted"):
-        r = cli(1, "role", "assignment", "delete", "--name", st.get("admin_assignment") or "x")
-        h.expect_err(r, "FAILED_PRECONDITION", "deleting the only Administrator assignment "
-                     "refused")
-        r = cli(2, "role", "assignment", "delete", "--role", mhtest.ROLE_ADMIN, "--assignee",
-                mhtest.ADMIN, "--scope", "/")
-        h.expect_err(r, "FAILED_PRECONDITION", "... also by role, assignee and scope")
-        la = assignments(0, "--assignee", mhtest.ADMIN)
-        h.check(la and [a.get("name") for a in la] == [st.get("admin_assignment")],
-                "the admin keeps its assignment", la)
-        h.expect_ok(cli(0, "role", "assignment", "list"), "and still manages roles")
-
     with h.section("limits: %d assignments per key, %d custom roles, %d at HSM scope"
                    % (PER_KEY_LIMIT, CUSTOM_LIMIT, HSM_LIMIT)):
         made = []
@@ -434,13 +426,14 @@ try:
             r = cli(k % 3, "role", "definition", "create", "--role-definition", json.dumps(
                 {"roleName": "extra %d" % k, "dataActions": [A_READ]}))
             h.expect_ok(r, "custom role %d of %d" % (k + 2, CUSTOM_LIMIT))
-            roles.append((r.json or {}).get("name"))
+            roles.append((k % 3, (r.json or {}).get("name")))
         r = cli(2, "role", "definition", "create", "--role-definition", json.dumps(
             {"roleName": "one too many", "dataActions": [A_READ]}))
         h.expect_err(r, "RESOURCE_EXHAUSTED", "custom role %d refused" % (CUSTOM_LIMIT + 1))
-        for rid in roles:
-            h.expect_ok(cli(0, "role", "definition", "delete", "--name", rid or "none"),
+        for i, rid in roles:  # through the node that made it (read-your-writes)
+            h.expect_ok(cli(i, "role", "definition", "delete", "--name", rid or "none"),
                         "an unassigned custom role is deleted")
+        wait_assignments_everywhere([v for v in st["assign"].values() if v])
         at_hsm = [a for a in assignments(1) or [] if a.get("scope") in ("/", "/keys")]
         n0 = len(at_hsm)
         created, refused = 0, None
@@ -485,6 +478,28 @@ try:
                     and not w.get("keyScopes"), "%s: no data action at all" % who, w)
         r = cli(0, "whoami", cert="node2")
         h.expect_err(r, "PERMISSION_DENIED", "a node certificate is refused even whoami")
+    with h.section("the last assignment that can manage roles cannot be deleted"):
+        # The rule (FSM): removing an HSM-scope grant of roleAssignments/write is refused
+        # when no other HSM-scope assignment grants it. The officer's role grants it too:
+        # remove that first, so the admin's Administrator assignment is the last one.
+        off = st["assign"].get((mhtest.ROLE_OFFICER, sp("officer"), "/"))
+        h.expect_ok(cli(0, "role", "assignment", "delete", "--name", off or "none"),
+                    "the officer's assignment is deleted (the admin still manages roles)")
+        holders = [a for a in assignments(0) or [] if a.get("scope") in ("/", "/keys")
+                   and a.get("roleName") in (mhtest.ROLE_ADMIN, mhtest.ROLE_OFFICER,
+                                             "Managed HSM Policy Administrator")]
+        h.check([a.get("name") for a in holders] == [st.get("admin_assignment")],
+                "only the admin's Administrator assignment can still manage roles", holders)
+        r = cli(1, "role", "assignment", "delete", "--name", st.get("admin_assignment") or "x")
+        h.expect_err(r, "FAILED_PRECONDITION", "deleting the last Administrator assignment "
+                     "refused")
+        r = cli(2, "role", "assignment", "delete", "--role", mhtest.ROLE_ADMIN, "--assignee",
+                mhtest.ADMIN, "--scope", "/")
+        h.expect_err(r, "FAILED_PRECONDITION", "... also by role, assignee and scope")
+        la = assignments(0, "--assignee", mhtest.ADMIN)
+        h.check(la and [a.get("name") for a in la] == [st.get("admin_assignment")],
+                "the admin keeps its assignment", la)
+        h.expect_ok(cli(0, "role", "assignment", "list"), "and still manages roles")
 except Exception as e:  # noqa: BLE001 -- outside a section: still a failure
     import traceback
     traceback.print_exc(file=sys.stdout)
