@@ -16,6 +16,7 @@
 #include "consensus/fsm.h"
 #include "consensus/store.h"
 #include "crypto/alg.h"
+#include "node/audit.h"
 #include "node/authz.h"
 #include "node/config.h"
 #include "node/domain.h"
@@ -193,6 +194,9 @@ static void on_cluster_stopped(void *arg)
 static void on_drained(void *arg)
 {
     struct mh_node *n = arg;
+    /* No request can be answered any more: the final checkpoint ends the log. */
+    mh_audit_close(n->audit);
+    n->audit = NULL;
     mh_domsync_stop(n);
     mh_cluster_stop(n->cluster, on_cluster_stopped, n);
 }
@@ -357,6 +361,20 @@ int main(int argc, char **argv)
         rv = mh_svc_cluster_register(n);
     if (rv == 0)
         rv = mh_svc_rbac_register(n);
+    if (rv == 0)
+        rv = mh_svc_audit_register(n);
+    if (rv == 0) {
+        struct mh_audit_config acfg = {
+            .dir = cfg.audit_dir,
+            .node_id = cfg.raft_id,
+            .hsm_name = cfg.name,
+            .max_file_bytes = cfg.audit_max_file_bytes,
+            .checkpoint_interval_ms = cfg.audit_checkpoint_ms,
+        };
+        rv = mh_audit_open(n->loop, &acfg, &n->audit);
+        if (rv == 0)
+            mh_rpc_server_set_audit(n->rpc, mh_audit_rpc_hook, mh_audit_rpc_admit, n->audit);
+    }
     if (rv < 0) {
         MH_ERROR("node", "setting up the API: %s", mh_strerror(rv));
         return 1;
