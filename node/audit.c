@@ -37,7 +37,6 @@ struct mh_audit {
     uint64_t unsigned_n; /* lines since the last checkpoint */
     uint64_t unsynced_n; /* lines since the last fdatasync was started */
     bool scanned;        /* the chain's end was read from the directory */
-    bool started;        /* AuditStart was written */
     bool failed;
     char refusal[320];
     EVP_PKEY *signer;
@@ -767,7 +766,7 @@ static int start(struct mh_audit *a)
     rv = open_file(a);
     if (rv < 0)
         return rv;
-    if (!a->started)
+    if (!a->failed)
         rv = write_event(a, "AuditStart", NULL, NULL);
     else
         rv = write_event(a, "AuditResumed", "failure", a->refusal);
@@ -776,7 +775,6 @@ static int start(struct mh_audit *a)
         a->fd = -1;
         return rv;
     }
-    a->started = true;
     return 0;
 }
 
