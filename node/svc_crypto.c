@@ -176,6 +176,10 @@ out:
 static void crypto_done(struct mh_work *w)
 {
     struct crypto_op *op = mh_container_of(w, struct crypto_op, work);
+    mh_rpc_call_note_key(op->call, op->name,
+                         op->rc == 0 && op->kid.len > 0
+                             ? strrchr((const char *)op->kid.data, '/') + 1
+                             : op->version);
     if (op->rc < 0) {
         mh_rpc_fail_err(op->call, op->rc, op->what);
         op_free(op);

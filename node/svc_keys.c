@@ -347,6 +347,7 @@ static struct add_op *add_new(struct mh_node *n, struct mh_rpc_call *call, enum 
         free(op);
         return NULL;
     }
+    mh_rpc_call_note_request_id(call, op->rid);
     if (mh_keyrec_new_version(op->version) < 0) {
         mh_rpc_fail_err(call, MH_ECRYPTO, "making a version id");
         free(op);
@@ -829,6 +830,7 @@ static void simple_propose(struct simple_op *op, Mhsm__Internal__Command *cmd,
         simple_free(op);
         return;
     }
+    mh_rpc_call_note_request_id(op->call, rid);
     cmd->format = 1;
     cmd->request_id = rid;
     cmd->time = mh_node_now();
