@@ -923,7 +923,9 @@ static void handle_whoami(struct mh_rpc_call *call, const ProtobufCMessage *m, v
 {
     (void)m;
     struct mh_node *n = data;
-    if (!mh_node_gate(n, call, true) || !mh_authz_check(n, call, MH_ACT_ANY_CLIENT, NULL))
+    /* No domain needed: before activation it tells an operator which principal id to
+     * put in [rbac] administrators (and shows the download it then may do). */
+    if (!mh_node_gate(n, call, false) || !mh_authz_check(n, call, MH_ACT_ANY_CLIENT, NULL))
         return;
     const char *who = mh_rpc_call_principal(call);
     uint64_t hsm = 0, unused = 0;
