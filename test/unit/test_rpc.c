@@ -42,6 +42,16 @@ static struct fx {
     /* child process */
     bool child_done;
     int64_t child_status;
+    /* audit hook */
+    bool audit_fail;
+    const char *refuse;
+    size_t nrecs;
+    struct {
+        int grpc, http;
+        bool cancelled, known;
+        uint64_t call_id;
+        char method[256];
+    } recs[32];
 } F;
 
 static char ca[PATH_MAX], srv_cert[PATH_MAX], srv_key[PATH_MAX];
@@ -157,6 +167,30 @@ static void h_fail(struct mh_rpc_call *call, const ProtobufCMessage *request, vo
         return;
     }
     mh_rpc_fail(call, MH_GRPC_NOT_FOUND, FAIL_MSG);
+}
+
+static int audit_hook(void *data, const struct mh_rpc_done *d)
+{
+    assert_ptr_equal(data, &F);
+    assert_non_null(d->note);
+    assert_non_null(d->principal);
+    assert_true(d->start_unix_ms > 1600000000000);
+    if (F.nrecs < sizeof F.recs / sizeof F.recs[0]) {
+        F.recs[F.nrecs].grpc = d->grpc_status;
+        F.recs[F.nrecs].http = d->http_status;
+        F.recs[F.nrecs].cancelled = d->cancelled;
+        F.recs[F.nrecs].known = d->known_method;
+        F.recs[F.nrecs].call_id = d->call_id;
+        snprintf(F.recs[F.nrecs].method, sizeof F.recs[F.nrecs].method, "%s", d->method);
+    }
+    F.nrecs++;
+    return F.audit_fail ? MH_EAUDIT : 0;
+}
+
+static const char *audit_admit(void *data)
+{
+    assert_ptr_equal(data, &F);
+    return F.refuse;
 }
 
 /* ---- fixture ------------------------------------------------------------ */
@@ -522,6 +556,82 @@ static void test_async_errors_health(void **state)
     server_stop();
 }
 
+/* One hook call per request stream, whatever ended it; a failing hook turns the
+ * answer into UNAVAILABLE; a refusing admission keeps handlers from running. */
+static void test_audit_hook(void **state)
+{
+    (void)state;
+    struct mh_buf out = {0};
+    server_start(64 * 1024, 64);
+    mh_rpc_server_set_serving(F.srv, true);
+    mh_rpc_server_set_audit(F.srv, audit_hook, audit_admit, &F);
+    const char *ops[] = {"random:16", "fail:x", "call:/mhsm.v1.Nope/Foo", "amplify:30000", NULL};
+    py(alice_cert, alice_key, ops, &out);
+    expect_in(&out, "random OK 16");
+    expect_in(&out, "fail ERR NOT_FOUND");
+    expect_in(&out, "call ERR UNIMPLEMENTED");
+    expect_in(&out, "amplify ERR INTERNAL");
+    assert_int_equal(F.nrecs, 4);
+    assert_int_equal(F.recs[0].grpc, 0);
+    assert_true(F.recs[0].known);
+    assert_true(F.recs[0].call_id > 0);
+    assert_string_equal(F.recs[0].method, "/mhsm.v1.Keys/GetRandomBytes");
+    assert_int_equal(F.recs[1].grpc, MH_GRPC_NOT_FOUND);
+    assert_int_equal(F.recs[2].grpc, MH_GRPC_UNIMPLEMENTED);
+    assert_false(F.recs[2].known);
+    assert_int_equal(F.recs[2].call_id, 0);
+    assert_string_equal(F.recs[2].method, "/mhsm.v1.Nope/Foo");
+    assert_int_equal(F.recs[3].grpc, MH_GRPC_INTERNAL);
+    assert_false(F.recs[3].cancelled);
+
+    /* The client goes away with a call in flight: one record, cancelled; the
+     * handler's late reply adds none. */
+    const char *ops2[] = {"abandon:1500", NULL};
+    py(alice_cert, alice_key, ops2, &out);
+    while (F.async_fired < 1)
+        assert_int_not_equal(uv_run(&F.loop, UV_RUN_ONCE), -1);
+    /* (abandon polls RotateKey to know the server has the call) */
+    int getkeys = 0;
+    for (size_t i = 4; i < F.nrecs; i++) {
+        if (strcmp(F.recs[i].method, "/mhsm.v1.Keys/GetKey") != 0) {
+            assert_string_equal(F.recs[i].method, "/mhsm.v1.Keys/RotateKey");
+            continue;
+        }
+        getkeys++;
+        assert_true(F.recs[i].cancelled);
+        assert_int_equal(F.recs[i].grpc, MH_GRPC_CANCELLED);
+    }
+    assert_int_equal(getkeys, 1);
+    size_t base = F.nrecs;
+
+    /* The record cannot be written: the reply becomes UNAVAILABLE. */
+    F.audit_fail = true;
+    const char *ops3[] = {"random:16", "fail:x", NULL};
+    py(alice_cert, alice_key, ops3, &out);
+    char want[600];
+    snprintf(want, sizeof want, "random ERR UNAVAILABLE %s", hexstr(mh_strerror(MH_EAUDIT)));
+    expect_in(&out, want);
+    snprintf(want, sizeof want, "fail ERR UNAVAILABLE %s", hexstr(mh_strerror(MH_EAUDIT)));
+    expect_in(&out, want);
+    assert_int_equal(F.nrecs, base + 2);
+    F.audit_fail = false;
+
+    /* Admission refused: no handler runs; health says NOT_SERVING. */
+    int before = F.random_calls;
+    F.refuse = "audit log down";
+    const char *ops4[] = {"random:16", "health:-", NULL};
+    py(alice_cert, alice_key, ops4, &out);
+    snprintf(want, sizeof want, "random ERR UNAVAILABLE %s", hexstr("audit log down"));
+    expect_in(&out, want);
+    expect_in(&out, "health OK 2");
+    assert_int_equal(F.random_calls, before);
+    assert_int_equal(F.nrecs, base + 4);
+    assert_int_equal(F.recs[base + 2].grpc, MH_GRPC_UNAVAILABLE);
+    F.refuse = NULL;
+    mh_buf_free(&out);
+    server_stop();
+}
+
 static void test_limits(void **state)
 {
     (void)state;
@@ -809,6 +919,7 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_unary_and_principal),
         cmocka_unit_test(test_async_errors_health),
+        cmocka_unit_test(test_audit_hook),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_refused_handshakes),
         cmocka_unit_test(test_max_connections),
