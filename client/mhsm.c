@@ -1,7 +1,9 @@
 /* mhsm: the command-line client of mhsmd (command names follow `az keyvault`).
  *
- * Exit status: 0 success; 1 the server answered with an error ("error: STATUS: msg");
- * 2 usage or local file error; 3 connection or TLS failure ("error: UNAVAILABLE: why"). */
+ * Exit status: 0 success; 1 the server answered with an error ("error: STATUS: msg"), or
+ * `audit verify` found a bad record or an unreadable log file; 2 usage or local file
+ * error; 3 connection or TLS failure ("error: UNAVAILABLE: why"; for `audit verify`
+ * without --public-key: the key could not be fetched). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>

@@ -97,7 +97,7 @@ static int str_array(struct mh_roledef *d, const json_t *o, const char *name, co
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(v, i);
         if (!json_is_string(e) || strlen(json_string_value(e)) != json_string_length(e)) {
-            fail(err, errlen, "\"%s\"%s[%zu] must be a string", name, where, i);
+            fail(err, errlen, "\"%s\"[%zu]%s must be a string", name, i, where);
             return MH_EINVAL;
         }
         arr[i] = (char *)json_string_value(e);

@@ -549,7 +549,7 @@ static void test_roledef_errors(void **state)
                          "\"extra\":1}]}",
                          false, "unknown member \"extra\" in \"permissions\"[0]");
     expect_roledef_error("{\"roleName\":\"r\",\"permissions\":[{\"dataActions\":[1]}]}", false,
-                         "\"dataActions\" in \"permissions\"[0][0] must be a string");
+                         "\"dataActions\"[0] in \"permissions\"[0] must be a string");
     expect_roledef_error("{\"properties\":[],\"roleName\":\"r\"}", false,
                          "\"properties\" must be an object");
     expect_roledef_error("{\"roleName\":\"r\",\"properties\":{\"dataActions\":[\"a\"]}}", false,
