@@ -139,7 +139,8 @@ static int verify1(char lines[][LCAP], size_t n, const uint8_t *pub, struct mh_a
 {
     static const size_t start0 = 0;
     static const uint64_t seq1 = 1;
-    char paths[1][PATH_MAX];
+    /* static: the report points into the paths it was given */
+    static char paths[1][PATH_MAX];
     write_files(lines, n, &start0, 1, &seq1, paths, tail);
     strcpy(path, paths[0]);
     const char *p[1] = {paths[0]};
