@@ -68,10 +68,10 @@
     X(MH_EBUSY, -10051, "another change is in progress; retry when it completes")                  \
     X(MH_EPEER, -10052, "peer refused: not a cluster node, or the wrong one")                      \
     X(MH_EBUILTIN, -10053, "built-in role definitions cannot be changed or deleted")               \
-    X(MH_EINUSE, -10054, "the role definition is assigned; delete its role assignments first")    \
+    X(MH_EINUSE, -10054, "the role definition is assigned; delete its role assignments first")     \
     X(MH_ELOCKOUT, -10055,                                                                         \
-      "refused: no principal would be left able to manage role assignments at scope /")           \
-    X(MH_EAUDIT, -10056, "the audit log cannot be written; requests are refused until it can")    \
+      "refused: no principal would be left able to manage role assignments at scope /")            \
+    X(MH_EAUDIT, -10056, "the audit log cannot be written; requests are refused until it can")     \
     X(MH_ELOCKED, -10120, "data directory is in use by another process")
 
 enum mh_err {

@@ -31,8 +31,8 @@ struct mh_node {
     struct mh_cluster *cluster;
     struct mh_peer *peer;
     struct mh_keycache *keys;
-    struct mh_audit *audit;         /* node/audit: the request log (set before listening) */
-    struct mh_authz_cache *authz;   /* node/authz: compiled role masks, lazily made */
+    struct mh_audit *audit;       /* node/audit: the request log (set before listening) */
+    struct mh_authz_cache *authz; /* node/authz: compiled role masks, lazily made */
     struct mh_secret node_key;
     /* The domain, once activated and unsealed here. Set on the loop thread only and
      * never freed before shutdown, so workers may use a pointer taken at submit. */

@@ -13,7 +13,9 @@ static int load(const char *text, struct mh_config *cfg, char *err, size_t cap)
     return mh_config_load(path, cfg, err, cap);
 }
 
-#define REQUIRED "[rbac]\nadministrators = spiffe://mhsm/admin\n[node]\ndata_dir = /tmp/x\n[api]\ncert = c.pem\nkey = k.pem\nclient_ca = ca.pem\n"
+#define REQUIRED                                                                                   \
+    "[rbac]\nadministrators = spiffe://mhsm/admin\n[node]\ndata_dir = /tmp/x\n[api]\ncert = "      \
+    "c.pem\nkey = k.pem\nclient_ca = ca.pem\n"
 
 static void test_minimal_defaults(void **state)
 {
