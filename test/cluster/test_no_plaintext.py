@@ -311,10 +311,12 @@ try:
                     "control: %s's raft segments (as searched) hold the last write" % n.name,
                     [os.path.relpath(p, h.tmp) for p in segs])
             audit = n.audit_files()
-            h.check(audit and all(p in data_files for p in audit)
-                    and b"known-rsa" in joined(audit),
-                    "control: %s's audit files are in the data dir (searched) and name the "
-                    "imported key" % n.name, [os.path.relpath(p, h.tmp) for p in audit])
+            h.check(audit and all(p in data_files for p in audit),
+                    "control: %s's audit files are in the data dir (searched)" % n.name,
+                    [os.path.relpath(p, h.tmp) for p in audit])
+        audit = [p for n in cl.nodes for p in n.audit_files()]
+        h.check(b"known-rsa" in joined(audit) and b"known-aes" in joined(audit),
+                "control: the audit records (as searched) name the imported keys")
         files += backups
         total = sum(os.path.getsize(p) for p in files)
         h.say("searching %d files, %d bytes: %s" % (len(files), total, ", ".join(
