@@ -1,6 +1,7 @@
 #include "crypto/rand.h"
 
 #include <limits.h>
+#include <stdio.h>
 
 #include "common/buf.h"
 
@@ -34,5 +35,18 @@ int mh_rand_secret(struct mh_secret *out, size_t n)
         mh_secret_free(out);
         return MH_ECRYPTO;
     }
+    return 0;
+}
+
+int mh_rand_guid(char out[MH_RAND_GUID_LEN + 1])
+{
+    uint8_t b[16];
+    MH_TRY(mh_rand_bytes(b, sizeof b));
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC variant */
+    snprintf(out, MH_RAND_GUID_LEN + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
     return 0;
 }

@@ -38,20 +38,6 @@
 #define MSG_PRINCIPAL    "invalid principal_id: 1..256 printable ASCII characters without spaces"
 #define MSG_PAGE_TOKEN   "invalid page_token"
 
-/* A random version-4 GUID, lower case (role definition and assignment names). */
-static int new_guid(char out[MH_RBAC_GUID_LEN + 1])
-{
-    uint8_t b[16];
-    MH_TRY(mh_rand_bytes(b, sizeof b));
-    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    snprintf(out, MH_RBAC_GUID_LEN + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
-    return 0;
-}
-
 static size_t count_strs(const char *const *v)
 {
     size_t n = 0;
@@ -543,7 +529,7 @@ static void handle_set_def(struct mh_rpc_call *call, const ProtobufCMessage *m, 
         return;
     char guid[MH_RBAC_GUID_LEN + 1];
     if (req->name[0] == '\0') {
-        int rv = new_guid(guid);
+        int rv = mh_rand_guid(guid);
         if (rv < 0) {
             mh_rpc_fail_err(call, rv, "making a role definition name");
             return;
@@ -803,7 +789,7 @@ static void handle_create_ra(struct mh_rpc_call *call, const ProtobufCMessage *m
         return;
     char guid[MH_RBAC_GUID_LEN + 1];
     if (req->name[0] == '\0') {
-        int rv = new_guid(guid);
+        int rv = mh_rand_guid(guid);
         if (rv < 0) {
             mh_rpc_fail_err(call, rv, "making a role assignment name");
             return;

@@ -37,20 +37,6 @@ struct download {
     char admin_names[MH_CONFIG_MAX_ADMINS][MH_RBAC_GUID_LEN + 1];
 };
 
-/* A random version-4 GUID, lower case (the initial assignments' names). */
-static int new_guid(char out[MH_RBAC_GUID_LEN + 1])
-{
-    uint8_t b[16];
-    MH_TRY(mh_rand_bytes(b, sizeof b));
-    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    snprintf(out, MH_RBAC_GUID_LEN + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
-    return 0;
-}
-
 /* The proposer names the initial administrators' assignments (apply is
  * deterministic: no randomness there). |now| is the command's time. */
 static int fill_initial_assignments(struct download *d, Mhsm__Internal__Activate *act, int64_t now)
@@ -59,7 +45,7 @@ static int fill_initial_assignments(struct download *d, Mhsm__Internal__Activate
     size_t n =
         cfg->n_administrators < MH_CONFIG_MAX_ADMINS ? cfg->n_administrators : MH_CONFIG_MAX_ADMINS;
     for (size_t i = 0; i < n; i++) {
-        MH_TRY(new_guid(d->admin_names[i]));
+        MH_TRY(mh_rand_guid(d->admin_names[i]));
         Mhsm__Internal__RoleAssignmentRecord *a = &d->admins[i];
         mhsm__internal__role_assignment_record__init(a);
         a->name = d->admin_names[i];

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "consensus/rbac.h"
+#include "crypto/rand.h"
 
 #define A(s) MH_RBAC_PREFIX s
 #define B(a) MH_RBAC_BIT(MH_ACT_##a)
@@ -290,13 +291,31 @@ static void test_scopes(void **state)
     assert_false(mh_rbac_scope_is_hsm("/keys/"));
 }
 
+/* Generated names are GUIDs the parser accepts, version 4, RFC variant, distinct. */
+static void test_random_guids(void **state)
+{
+    (void)state;
+    char prev[MH_RAND_GUID_LEN + 1] = "";
+    for (int i = 0; i < 200; i++) {
+        char g[MH_RAND_GUID_LEN + 1], norm[MH_RBAC_GUID_LEN + 1];
+        assert_int_equal(mh_rand_guid(g), 0);
+        assert_true(mh_rbac_is_guid(g));
+        assert_int_equal(mh_rbac_guid_normalize(g, norm), 0);
+        assert_string_equal(g, norm); /* already lower case */
+        assert_int_equal(g[14], '4');
+        assert_non_null(strchr("89ab", g[19]));
+        assert_string_not_equal(g, prev);
+        memcpy(prev, g, sizeof g);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_action_names), cmocka_unit_test(test_pattern_masks),
         cmocka_unit_test(test_role_mask),    cmocka_unit_test(test_builtin_masks),
         cmocka_unit_test(test_guids),        cmocka_unit_test(test_principals),
-        cmocka_unit_test(test_scopes),
+        cmocka_unit_test(test_scopes),       cmocka_unit_test(test_random_guids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
