@@ -330,8 +330,8 @@ bad:
 /* The one rendering of a checkpoint line (node/audit.c writes exactly these
  * bytes): every field of it is covered by the signature or fixed, so no byte
  * of a checkpoint can change unnoticed, even on the chain's last line. */
-static int checkpoint_line(uint64_t seq, const char *prev_hash, uint64_t node_id,
-                           const char *sig_b64, const char *pub_hex, char *out, size_t cap)
+int mh_auditlog_checkpoint_line(uint64_t seq, const char *prev_hash, uint64_t node_id,
+                                const char *sig_b64, const char *pub_hex, char *out, size_t cap)
 {
     int n = snprintf(out, cap,
                      "{\"seq\":%" PRIu64 ",\"prevHash\":\"%s\",\"nodeId\":%" PRIu64
@@ -362,8 +362,8 @@ static int check_checkpoint(const struct verifier *v, const struct rec *r, const
         *why = "checkpoint signature does not verify with the trusted key";
         goto out;
     }
-    if (checkpoint_line(r->seq, r->prev_hash, r->node_id, r->signature, r->public_key, canon,
-                        sizeof canon) < 0 ||
+    if (mh_auditlog_checkpoint_line(r->seq, r->prev_hash, r->node_id, r->signature, r->public_key,
+                                    canon, sizeof canon) < 0 ||
         strlen(canon) != len || memcmp(canon, line, len) != 0) {
         *why = "checkpoint line was altered (not in its signed form)";
         goto out;

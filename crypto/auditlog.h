@@ -50,6 +50,16 @@ MH_MUST_USE int mh_auditlog_line_hash(const char *line, size_t len,
 MH_MUST_USE int mh_auditlog_checkpoint_message(uint64_t node_id, uint64_t seq,
                                                const char *prev_hash_hex, char *out, size_t cap);
 
+/* mh_auditlog_checkpoint_line renders the one accepted form of a checkpoint line
+ * (without newline) into |out|: {"seq","prevHash","nodeId","category":"AuditEvent",
+ * "operationName":"AuditCheckpoint","signature","publicKey"} in that order, no
+ * spaces. Every byte is either fixed or covered by the signature, so verify
+ * compares the line byte for byte with this rendering. MH_ENOSPACE if |cap| is
+ * too small (256 bytes always suffice). */
+MH_MUST_USE int mh_auditlog_checkpoint_line(uint64_t seq, const char *prev_hash_hex,
+                                            uint64_t node_id, const char *sig_b64url,
+                                            const char *pub_hex, char *out, size_t cap);
+
 /* mh_auditlog_signer_new derives the Ed25519 signing key from |seed| (32 bytes: the
  * domain's MH_PURPOSE_AUDIT_SIGN key). Free with EVP_PKEY_free. MH_ECRYPTO. */
 MH_MUST_USE int mh_auditlog_signer_new(const struct mh_secret *seed, EVP_PKEY **out);
@@ -66,23 +76,23 @@ MH_MUST_USE int mh_auditlog_verify_sig(const uint8_t pub[MH_AUDITLOG_PUBKEY_LEN]
 /* mh_auditlog_json_string appends |s| as a JSON string literal (quotes included;
  * control characters, '"' and '\\' escaped, bytes >= 0x80 that are not valid
  * UTF-8 written as \ufffd) to |out|, at most |cap| - 1 bytes plus NUL, and returns
- * the bytes written, or MH_ENOSPC when it does not fit (out is then unspecified). */
+ * the bytes written, or MH_ENOSPACE when it does not fit (out is then unspecified). */
 MH_MUST_USE long mh_auditlog_json_string(const char *s, char *out, size_t cap);
 
 /* ---- verification --------------------------------------------------------- */
 
 struct mh_auditlog_report {
-    uint64_t records;         /* lines checked */
-    uint64_t checkpoints;     /* signed checkpoints that verified */
-    uint64_t first_seq;       /* seq of the first line (the chain may start mid-way
-                                 when older files were archived) */
+    uint64_t records;     /* lines checked */
+    uint64_t checkpoints; /* signed checkpoints that verified */
+    uint64_t first_seq;   /* seq of the first line (the chain may start mid-way
+                             when older files were archived) */
     uint64_t last_seq;
     uint64_t last_checkpoint_seq; /* 0: none */
-    uint64_t unsigned_tail;   /* lines after the last checkpoint */
+    uint64_t unsigned_tail;       /* lines after the last checkpoint */
     uint64_t node_id;
     /* On failure: where and why. |bad_file| points into the caller's paths. */
     const char *bad_file;
-    uint64_t bad_line;        /* 1-based line number within bad_file */
+    uint64_t bad_line; /* 1-based line number within bad_file */
     char reason[256];
 };
 

@@ -654,14 +654,10 @@ static int write_checkpoint(struct mh_audit *a)
     snprintf(sig_b64, sizeof sig_b64, "%s", (const char *)b.data);
     mh_buf_free(&b);
     /* The rendering crypto/auditlog.c verifies byte for byte. */
-    int n = snprintf(a->buf, BUF_CAP,
-                     "{\"seq\":%" PRIu64 ",\"prevHash\":\"%s\",\"nodeId\":%" PRIu64
-                     ",\"category\":\"AuditEvent\",\"operationName\":\"" MH_AUDITLOG_CHECKPOINT
-                     "\",\"signature\":\"%s\",\"publicKey\":\"%s\"}",
-                     a->seq, a->prev, a->node_id, sig_b64, a->pub_hex);
-    if (n < 0 || (size_t)n >= BUF_CAP - 1)
-        return MH_ENOSPACE;
-    MH_TRY(append(a, (size_t)n));
+    MH_TRY(mh_auditlog_checkpoint_line(a->seq, a->prev, a->node_id, sig_b64, a->pub_hex, a->buf,
+                                       BUF_CAP - 1));
+    size_t n = strlen(a->buf);
+    MH_TRY(append(a, n));
     a->unsigned_n = 0;
     return 0;
 }
