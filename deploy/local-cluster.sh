@@ -4,7 +4,8 @@
 #   deploy/local-cluster.sh up DIR [--nodes N] [--base-api-port P] [--base-raft-port Q]
 #       Generates the certificates (deploy/gen-certs.sh DIR/certs), writes
 #       DIR/nodeI/mhsmd.ini for I = 1..N (API port P+I-1, raft port Q+I-1, raft id I,
-#       certificate certs/nodeI.pem, operators = spiffe://mhsm/operator, every node
+#       certificate certs/nodeI.pem, operators = spiffe://mhsm/operator, administrators =
+#       spiffe://mhsm/admin (audit log in DIR/nodeI/data/audit), every node
 #       listing the same N members), starts every node that is not running in the
 #       background (DIR/nodeI/mhsmd.log, DIR/nodeI/mhsmd.pid, data in DIR/nodeI/data)
 #       and waits (at most MH_CLUSTER_WAIT seconds, default 60) until each logs "ready".
@@ -96,6 +97,8 @@ election_timeout_ms = 1000
 heartbeat_ms = 100
 [cluster]
 operators = spiffe://mhsm/operator
+[rbac]
+administrators = spiffe://mhsm/admin
 EOF
     mv -f "$DIR/node$i/mhsmd.ini.tmp" "$DIR/node$i/mhsmd.ini"
 }

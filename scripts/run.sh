@@ -179,7 +179,25 @@ fi
 "$MHSM" security-domain show
 echo
 
-step "key first-key (EC-HSM P-256) on node 1"
+step "local RBAC: the administrator lets the app identity use keys (role assignment)"
+echo "The administrator (certs/admin.pem, [rbac] administrators) manages roles and the security"
+echo "domain but cannot use keys; the app identity (certs/app.pem) gets Managed HSM Crypto User."
+echo "\$ mhsm whoami"
+mhsm_retry UNAVAILABLE whoami --output table
+assigned=$(mhsm_retry UNAVAILABLE role assignment list --assignee spiffe://mhsm/app \
+    --role "Managed HSM Crypto User" --scope /)
+if [ "$(printf '%s' "$assigned" | "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)))')" = 0 ]; then
+    echo "\$ mhsm role assignment create --role \"Managed HSM Crypto User\" --assignee spiffe://mhsm/app --scope /"
+    mhsm_retry UNAVAILABLE role assignment create --role "Managed HSM Crypto User" \
+        --assignee spiffe://mhsm/app --scope /
+else
+    echo "spiffe://mhsm/app already holds Managed HSM Crypto User:"
+    printf '%s\n' "$assigned"
+fi
+cli_env 1 app
+echo
+
+step "key first-key (EC-HSM P-256) on node 1 (app identity)"
 if "$MHSM" key show --name first-key >/dev/null 2>"$RUN/.err"; then
     echo "first-key exists:"
     "$MHSM" key show --name first-key
@@ -191,18 +209,18 @@ fi
 rm -f "$RUN/.err"
 echo
 
-step "sign a SHA-256 digest with first-key on node 2 (ES256), verify on node 3"
+step "sign a SHA-256 digest with first-key on node 2 (ES256), verify on node 3 (app identity)"
 message="hello from mhsm, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 digest=$(printf '%s' "$message" | openssl dgst -sha256 -binary | base64 -w0)
 echo "message: $message"
 echo "digest (SHA-256, base64): $digest"
-cli_env 2
+cli_env 2 app
 echo "\$ mhsm --endpoint $MHSM_ENDPOINT key sign --name first-key --algorithm ES256 --digest $digest"
 sig=$(mhsm_retry "UNAVAILABLE|NOT_FOUND" key sign --name first-key --algorithm ES256 \
     --digest "$digest") || die "signing on node 2 failed"
 echo "$sig"
 signature=$(printf '%s' "$sig" | json_get signature)
-cli_env 3
+cli_env 3 app
 echo "\$ mhsm --endpoint $MHSM_ENDPOINT key verify --name first-key --algorithm ES256" \
     "--digest $digest --signature $signature"
 verdict=$(mhsm_retry "UNAVAILABLE|NOT_FOUND" key verify --name first-key --algorithm ES256 \
@@ -214,14 +232,14 @@ step "cluster status (operator certificate, node 1)"
 cli_env 1 operator
 echo "\$ mhsm --cert $(show_path "$MHSM_CERT") --key $(show_path "$MHSM_KEY") cluster status --output table"
 mhsm_retry UNAVAILABLE cluster status --output table || die "cluster status failed"
-cli_env 1
+cli_env 1 app
 
 cat <<EOF
 
 ==> done. Three mhsmd nodes run in the background (pids $(cat "$RUN"/node{1,2,3}/mhsmd.pid | tr '\n' ' '| sed 's/ $//')),
 logs $RUN/node{1,2,3}/mhsmd.log. Any node answers: API ports $API_BASE, $((API_BASE + 1)), $((API_BASE + 2)).
 
-Use the CLI against it (data plane):
+Use the CLI against it (data plane, as the app identity, which holds Managed HSM Crypto User):
   export MHSM_ENDPOINT=$MHSM_ENDPOINT
   export MHSM_CA=$MHSM_CA
   export MHSM_CERT=$MHSM_CERT
@@ -230,6 +248,11 @@ Use the CLI against it (data plane):
   $MHSM key create --name my-rsa --kty RSA-HSM --size 3072
   $MHSM --endpoint $(endpoint 3) key show --name my-rsa
   $MHSM --help
+
+Roles and the audit log (the administrator identity):
+  $MHSM --cert $RUN/certs/admin.pem --key $RUN/certs/admin.key role assignment list --output table
+  $MHSM --cert $RUN/certs/admin.pem --key $RUN/certs/admin.key role definition list --output table
+  $MHSM audit verify $RUN/node1/data/audit/audit-*.jsonl     (every request, hash-chained, signed)
 
 The control plane needs the operator certificate:
   $MHSM --cert $RUN/certs/operator.pem --key $RUN/certs/operator.key cluster status --output table
