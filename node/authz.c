@@ -34,7 +34,13 @@ struct mh_authz_cache {
     uint64_t epoch; /* >= 1; bumped by mh_authz_invalidate */
     uint64_t activated_epoch;
     bool activated; /* valid when activated_epoch == epoch */
-    size_t used;    /* occupied slots */
+    /* Activated, but no role assignment exists at all: state activated before
+     * local RBAC existed (activation now always creates the administrators'
+     * assignments, and the last HSM-scope grant of roleAssignments/write cannot be
+     * removed, so no other state gets here). The configured administrators then
+     * hold Managed HSM Administrator, so such an HSM can be administered. */
+    bool unassigned;
+    size_t used; /* occupied slots */
     struct entry slots[CACHE_SLOTS];
 };
 
@@ -96,6 +102,17 @@ static int is_activated(struct mh_node *n, struct mh_authz_cache *c, bool *activ
         if (rv < 0 && rv != MH_ENOTFOUND)
             return rv;
         c->activated = rv == 0;
+        c->unassigned = false;
+        if (c->activated) {
+            Mhsm__Internal__RoleAssignmentRecord **recs = NULL;
+            size_t count = 0;
+            bool more = false;
+            rv = mh_store_list_role_assignments(n->store, NULL, NULL, 1, &recs, &count, &more);
+            if (rv < 0)
+                return rv;
+            mh_store_records_free(recs, count);
+            c->unassigned = count == 0;
+        }
         c->activated_epoch = c->epoch;
     }
     *activated = c->activated;
@@ -282,6 +299,11 @@ int mh_authz_mask(struct mh_node *n, const char *principal, const char *key_name
     if (!activated) {
         if (is_administrator(n, principal))
             *hsm = *key = MH_RBAC_BIT(MH_ACT_SD_DOWNLOAD) | MH_RBAC_BIT(MH_ACT_SD_READ);
+        return 0;
+    }
+    if (c->unassigned) {
+        if (is_administrator(n, principal))
+            *hsm = *key = mh_rbac_builtin_by_id(MH_RBAC_ROLE_ADMIN)->mask;
         return 0;
     }
     struct entry *e = NULL;

@@ -87,8 +87,16 @@ static const char *guid(struct env *e, char out[37])
     return out;
 }
 
-/* Activates with Managed HSM Administrator at "/" for ADMIN. */
+/* Activates with Managed HSM Administrator at "/" for ADMIN (|with_admin|), or
+ * without any assignment, as state activated before local RBAC existed. */
+static void activate_as(struct env *e, bool with_admin);
+
 static void activate(struct env *e)
+{
+    activate_as(e, true);
+}
+
+static void activate_as(struct env *e, bool with_admin)
 {
     Command cmd = MHSM__INTERNAL__COMMAND__INIT;
     Mhsm__Internal__Activate act = MHSM__INTERNAL__ACTIVATE__INIT;
@@ -107,7 +115,7 @@ static void activate(struct env *e)
     d.domain_id.len = sizeof id;
     act.domain = &d;
     act.initial_assignments = &rp;
-    act.n_initial_assignments = 1;
+    act.n_initial_assignments = with_admin ? 1 : 0;
     cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_ACTIVATE;
     cmd.activate = &act;
     assert_int_equal(run_cmd(e, &cmd, false), 0);
@@ -371,6 +379,30 @@ static void test_pre_activation(void **state)
     env_close(e);
 }
 
+/* State activated before local RBAC: no assignment at all. The configured
+ * administrators hold Managed HSM Administrator until the first assignment exists;
+ * then only assignments count. */
+static void test_unassigned_state(void **state)
+{
+    (void)state;
+    struct env *e = env_open();
+    uint64_t hsm, key;
+    const uint64_t admin = mh_rbac_builtin_by_id(MH_RBAC_ROLE_ADMIN)->mask;
+    activate_as(e, false);
+    masks(e, ADMIN, NULL, &hsm, &key);
+    assert_int_equal(hsm, admin);
+    assert_int_equal(key, admin);
+    masks(e, APP, "k1", &hsm, &key);
+    assert_int_equal(hsm | key, 0);
+    assert_int_equal(assign(e, APP, MH_RBAC_ROLE_CRYPTO_USER, "/", NULL), 0);
+    mh_authz_invalidate(&e->node);
+    masks(e, ADMIN, NULL, &hsm, &key);
+    assert_int_equal(hsm | key, 0);
+    masks(e, APP, NULL, &hsm, &key);
+    assert_int_equal(hsm, mh_rbac_builtin_by_id(MH_RBAC_ROLE_CRYPTO_USER)->mask);
+    env_close(e);
+}
+
 static void test_node_certificates(void **state)
 {
     (void)state;
@@ -423,10 +455,11 @@ static void test_cache_overflow(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_deny_by_default),   cmocka_unit_test(test_builtin_at_root),
-        cmocka_unit_test(test_key_scope),         cmocka_unit_test(test_custom_not_data_actions),
-        cmocka_unit_test(test_invalidation),      cmocka_unit_test(test_pre_activation),
-        cmocka_unit_test(test_node_certificates), cmocka_unit_test(test_cache_overflow),
+        cmocka_unit_test(test_deny_by_default),  cmocka_unit_test(test_builtin_at_root),
+        cmocka_unit_test(test_key_scope),        cmocka_unit_test(test_custom_not_data_actions),
+        cmocka_unit_test(test_invalidation),     cmocka_unit_test(test_pre_activation),
+        cmocka_unit_test(test_unassigned_state), cmocka_unit_test(test_node_certificates),
+        cmocka_unit_test(test_cache_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
