@@ -69,8 +69,20 @@ int mh_logverify_parse_key(const char *arg, uint8_t pub[MH_AUDITLOG_PUBKEY_LEN],
         b++;
     while (e > b && isspace((unsigned char)buf[e - 1]))
         e--;
-    if (got == sizeof buf || parse_hex_key(buf + b, e - b, pub) < 0) {
-        snprintf(err, errlen, "%s does not hold a public key (64 hex digits)", path);
+    bool ok = false;
+    if (got < sizeof buf && b < e && buf[b] == '{') {
+        /* The JSON `mhsm audit key` prints: its "publicKey" member. */
+        json_t *root = json_loadb(buf + b, e - b, 0, NULL);
+        const char *hex = json_string_value(json_object_get(root, "publicKey"));
+        ok = hex != NULL && parse_hex_key(hex, strlen(hex), pub) == 0;
+        json_decref(root);
+    } else if (got < sizeof buf) {
+        ok = parse_hex_key(buf + b, e - b, pub) == 0;
+    }
+    if (!ok) {
+        snprintf(err, errlen,
+                 "%s does not hold a public key (64 hex digits, or the JSON of `mhsm audit key`)",
+                 path);
         return MH_EINVAL;
     }
     return 0;

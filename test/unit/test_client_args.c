@@ -957,7 +957,7 @@ static void test_cli_verify(void **state)
 
     char keyfile[PATH_MAX], at[PATH_MAX + 1];
     tu_path(keyfile, sizeof keyfile, "c1.pub");
-    char content[80];
+    char content[160];
     snprintf(content, sizeof content, "  %s\n", b.pub_hex);
     tu_write_file(keyfile, content, strlen(content));
     snprintf(at, sizeof at, "@%s", keyfile);
@@ -971,6 +971,13 @@ static void test_cli_verify(void **state)
         upper[i] = (char)toupper((unsigned char)b.pub_hex[i]);
     const char *ok_upper[] = {"audit", "verify", "--public-key", upper, a, NULL};
     assert_int_equal(run_mhsm(ok_upper, &out, &err), 0);
+
+    /* the JSON `mhsm audit key` prints works as a key file too */
+    snprintf(content, sizeof content, "{\"nodeId\": 1, \"publicKey\": \"%s\"}\n", b.pub_hex);
+    tu_write_file(keyfile, content, strlen(content));
+    assert_int_equal(run_mhsm(ok_file, &out, &err), 0);
+    tu_write_file(keyfile, "{\"publicKey\": 5}", 16);
+    assert_int_equal(run_mhsm(ok_file, &out, &err), 2);
 
     /* a damaged key file is a usage problem, not a verdict on the log */
     tu_write_file(keyfile, "not hex\n", 8);
