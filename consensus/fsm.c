@@ -457,20 +457,29 @@ static int role_mask(struct mh_fsm *fsm, MDB_txn *txn, const char *id, uint64_t 
     return 0;
 }
 
-/* Stops the walk (1) at the first assignment whose role grants roleAssignments/write. */
-static int admin_fn(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest, const MDB_val *val,
-                    void *arg)
+/* The assignment an index entry names (|rest|: the key after the index prefix,
+ * which is the assignment's name). An index entry without its record is corrupt. */
+static int indexed_assignment(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest,
+                              RoleAssignment **out)
 {
-    (void)val, (void)arg;
     char name[MH_RBAC_GUID_LEN + 1];
     if (rest->mv_size != MH_RBAC_GUID_LEN)
         return MH_ECORRUPT;
     memcpy(name, rest->mv_data, MH_RBAC_GUID_LEN);
     name[MH_RBAC_GUID_LEN] = 0;
+    int rv = get_assignment(fsm, txn, name, out);
+    return rv == MH_ENOTFOUND ? MH_ECORRUPT : rv;
+}
+
+/* Stops the walk (1) at the first assignment whose role grants roleAssignments/write. */
+static int admin_fn(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest, const MDB_val *val,
+                    void *arg)
+{
+    (void)val, (void)arg;
     RoleAssignment *a = NULL;
-    int rv = get_assignment(fsm, txn, name, &a);
+    int rv = indexed_assignment(fsm, txn, rest, &a);
     if (rv < 0)
-        return rv == MH_ENOTFOUND ? MH_ECORRUPT : rv;
+        return rv;
     uint64_t mask = 0;
     rv = role_mask(fsm, txn, a->role_id, &mask);
     mh_store_free(a);
@@ -606,15 +615,10 @@ static int triple_fn(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest, cons
 {
     (void)val;
     struct triple *t = arg;
-    char name[MH_RBAC_GUID_LEN + 1];
-    if (rest->mv_size != MH_RBAC_GUID_LEN)
-        return MH_ECORRUPT;
-    memcpy(name, rest->mv_data, MH_RBAC_GUID_LEN);
-    name[MH_RBAC_GUID_LEN] = 0;
     RoleAssignment *a = NULL;
-    int rv = get_assignment(fsm, txn, name, &a);
+    int rv = indexed_assignment(fsm, txn, rest, &a);
     if (rv < 0)
-        return rv == MH_ENOTFOUND ? MH_ECORRUPT : rv;
+        return rv;
     bool same = strcmp(a->role_id, t->want->role_id) == 0 && strcmp(a->scope, t->want->scope) == 0;
     mh_store_free(a);
     if (same)
