@@ -244,25 +244,6 @@ static bool is_store_error(int rv)
  * values. Every string in a key is validated first, so keys stay under 511 bytes
  * and never contain a NUL of their own. */
 
-#define RBAC_KEY_MAX 512
-
-static int rbac_key(char tag, const char *a, const char *b, uint8_t out[RBAC_KEY_MAX], size_t *len)
-{
-    size_t al = strlen(a), bl = b != NULL ? strlen(b) : 0;
-    size_t n = 2 + al + (b != NULL ? 1 + bl : 0);
-    if (n > 511)
-        return MH_EINVAL;
-    out[0] = (uint8_t)tag;
-    out[1] = 0;
-    memcpy(out + 2, a, al);
-    if (b != NULL) {
-        out[2 + al] = 0;
-        memcpy(out + 3 + al, b, bl);
-    }
-    *len = n;
-    return 0;
-}
-
 static bool lower_guid(const char *s)
 {
     if (!mh_rbac_is_guid(s))
@@ -308,9 +289,9 @@ static int rbac_get(struct mh_fsm *fsm, MDB_txn *txn, char tag, const char *id,
                     const ProtobufCMessageDescriptor *desc, void **out)
 {
     *out = NULL;
-    uint8_t k[RBAC_KEY_MAX];
+    uint8_t k[MH_STORE_RBAC_KEY_MAX];
     size_t kl;
-    if (rbac_key(tag, id, NULL, k, &kl) < 0)
+    if (mh_store_rbac_key(tag, id, NULL, k, &kl) < 0)
         return MH_ENOTFOUND;
     return mh_store_txn_get(fsm->st, txn, MH_STORE_RBAC, k, kl, desc, out);
 }
@@ -353,29 +334,29 @@ static int rbac_del_raw(struct mh_fsm *fsm, MDB_txn *txn, const uint8_t *k, size
 /* Stores |a| and its three index entries (|a| already validated). */
 static int put_assignment(struct mh_fsm *fsm, MDB_txn *txn, const RoleAssignment *a)
 {
-    uint8_t k[RBAC_KEY_MAX];
+    uint8_t k[MH_STORE_RBAC_KEY_MAX];
     size_t kl;
-    MH_TRY(rbac_key('a', a->name, NULL, k, &kl));
+    MH_TRY(mh_store_rbac_key('a', a->name, NULL, k, &kl));
     MH_TRY(mh_store_txn_put(fsm->st, txn, MH_STORE_RBAC, k, kl, &a->base));
-    MH_TRY(rbac_key('p', a->principal_id, a->name, k, &kl));
+    MH_TRY(mh_store_rbac_key('p', a->principal_id, a->name, k, &kl));
     MH_TRY(rbac_put_raw(fsm, txn, k, kl));
-    MH_TRY(rbac_key('s', a->scope, a->name, k, &kl));
+    MH_TRY(mh_store_rbac_key('s', a->scope, a->name, k, &kl));
     MH_TRY(rbac_put_raw(fsm, txn, k, kl));
-    MH_TRY(rbac_key('r', a->role_id, a->name, k, &kl));
+    MH_TRY(mh_store_rbac_key('r', a->role_id, a->name, k, &kl));
     return rbac_put_raw(fsm, txn, k, kl);
 }
 
 static int del_assignment(struct mh_fsm *fsm, MDB_txn *txn, const RoleAssignment *a)
 {
-    uint8_t k[RBAC_KEY_MAX];
+    uint8_t k[MH_STORE_RBAC_KEY_MAX];
     size_t kl;
-    MH_TRY(rbac_key('a', a->name, NULL, k, &kl));
+    MH_TRY(mh_store_rbac_key('a', a->name, NULL, k, &kl));
     MH_TRY(rbac_del_raw(fsm, txn, k, kl));
-    MH_TRY(rbac_key('p', a->principal_id, a->name, k, &kl));
+    MH_TRY(mh_store_rbac_key('p', a->principal_id, a->name, k, &kl));
     MH_TRY(rbac_del_raw(fsm, txn, k, kl));
-    MH_TRY(rbac_key('s', a->scope, a->name, k, &kl));
+    MH_TRY(mh_store_rbac_key('s', a->scope, a->name, k, &kl));
     MH_TRY(rbac_del_raw(fsm, txn, k, kl));
-    MH_TRY(rbac_key('r', a->role_id, a->name, k, &kl));
+    MH_TRY(mh_store_rbac_key('r', a->role_id, a->name, k, &kl));
     return rbac_del_raw(fsm, txn, k, kl);
 }
 
@@ -423,7 +404,7 @@ static int count_fn(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest, const
 /* Number of entries under tag 0 a 0 (tag 0 when |a| is NULL). */
 static int count_under(struct mh_fsm *fsm, MDB_txn *txn, char tag, const char *a, size_t *n)
 {
-    uint8_t k[RBAC_KEY_MAX];
+    uint8_t k[MH_STORE_RBAC_KEY_MAX];
     size_t kl;
     *n = 0;
     if (a == NULL) {
@@ -431,7 +412,7 @@ static int count_under(struct mh_fsm *fsm, MDB_txn *txn, char tag, const char *a
         k[1] = 0;
         kl = 2;
     } else {
-        MH_TRY(rbac_key(tag, a, "", k, &kl));
+        MH_TRY(mh_store_rbac_key(tag, a, "", k, &kl));
     }
     return walk_prefix(fsm, txn, k, kl, count_fn, n);
 }
@@ -494,9 +475,9 @@ static int lockout_check(struct mh_fsm *fsm, MDB_txn *txn)
 {
     static const char *const scopes[] = {"/", "/keys"};
     for (size_t i = 0; i < 2; i++) {
-        uint8_t k[RBAC_KEY_MAX];
+        uint8_t k[MH_STORE_RBAC_KEY_MAX];
         size_t kl;
-        MH_TRY(rbac_key('s', scopes[i], "", k, &kl));
+        MH_TRY(mh_store_rbac_key('s', scopes[i], "", k, &kl));
         int rv = walk_prefix(fsm, txn, k, kl, admin_fn, NULL);
         if (rv != 0)
             return rv > 0 ? 0 : rv;
@@ -563,9 +544,9 @@ static int do_put_role_definition(struct mh_fsm *fsm, MDB_txn *txn, Command *cmd
         mh_store_free(old);
     }
     d->updated = cmd->time;
-    uint8_t k[RBAC_KEY_MAX];
+    uint8_t k[MH_STORE_RBAC_KEY_MAX];
     size_t kl;
-    MH_TRY(rbac_key('d', d->id, NULL, k, &kl));
+    MH_TRY(mh_store_rbac_key('d', d->id, NULL, k, &kl));
     MH_TRY(mh_store_txn_put(fsm->st, txn, MH_STORE_RBAC, k, kl, &d->base));
     /* Only a replacement that drops roleAssignments/write can lock everyone out. */
     if (had_write && (mask & MH_RBAC_BIT(MH_ACT_RA_WRITE)) == 0) {
@@ -597,9 +578,9 @@ static int do_delete_role_definition(struct mh_fsm *fsm, MDB_txn *txn, Command *
     MH_TRY(count_under(fsm, txn, 'r', id, &users));
     if (users > 0)
         OUTCOME(res, MH_EINUSE, id, "");
-    uint8_t k[RBAC_KEY_MAX];
+    uint8_t k[MH_STORE_RBAC_KEY_MAX];
     size_t kl;
-    MH_TRY(rbac_key('d', id, NULL, k, &kl));
+    MH_TRY(mh_store_rbac_key('d', id, NULL, k, &kl));
     MH_TRY(rbac_del_raw(fsm, txn, k, kl));
     OUTCOME(res, 0, id, "");
 }
@@ -628,10 +609,10 @@ static int triple_fn(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest, cons
 
 static int find_triple(struct mh_fsm *fsm, MDB_txn *txn, const RoleAssignment *a, bool *found)
 {
-    uint8_t k[RBAC_KEY_MAX];
+    uint8_t k[MH_STORE_RBAC_KEY_MAX];
     size_t kl;
     struct triple t = {a, false};
-    MH_TRY(rbac_key('p', a->principal_id, "", k, &kl));
+    MH_TRY(mh_store_rbac_key('p', a->principal_id, "", k, &kl));
     int rv = walk_prefix(fsm, txn, k, kl, triple_fn, &t);
     *found = t.found;
     return rv < 0 ? rv : 0;

@@ -473,16 +473,14 @@ int mh_store_get_request(struct mh_store *st, const char *request_id,
 /* ---- RBAC reads ---------------------------------------------------------- */
 
 /* Longest rbac key: "p" 0 principal 0 name (295 bytes), under LMDB's 511. */
-#define RBAC_KEY_MAX 512
-
-/* Builds tag 0 a [0 b] into |out|. False when it would not fit an LMDB key: such a
- * key can never have been stored, so callers treat it as "not found". */
-static bool rbac_key(char tag, const char *a, const char *b, uint8_t out[RBAC_KEY_MAX], size_t *len)
+/* Builds tag 0 a [0 b] (the rbac database's key forms, see store.h). */
+int mh_store_rbac_key(char tag, const char *a, const char *b, uint8_t out[MH_STORE_RBAC_KEY_MAX],
+                      size_t *len)
 {
     size_t al = strlen(a), bl = b != NULL ? strlen(b) : 0;
     size_t n = 2 + al + (b != NULL ? 1 + bl : 0);
     if (n > 511)
-        return false;
+        return MH_EINVAL;
     out[0] = (uint8_t)tag;
     out[1] = 0;
     memcpy(out + 2, a, al);
@@ -491,14 +489,22 @@ static bool rbac_key(char tag, const char *a, const char *b, uint8_t out[RBAC_KE
         memcpy(out + 3 + al, b, bl);
     }
     *len = n;
-    return true;
+    return 0;
+}
+
+/* False when the key would not fit an LMDB key: such a key can never have been
+ * stored, so callers treat it as "not found". */
+static bool rbac_key(char tag, const char *a, const char *b, uint8_t out[MH_STORE_RBAC_KEY_MAX],
+                     size_t *len)
+{
+    return mh_store_rbac_key(tag, a, b, out, len) == 0;
 }
 
 int mh_store_get_role_definition(struct mh_store *st, const char *id,
                                  Mhsm__Internal__RoleDefinitionRecord **out)
 {
     *out = NULL;
-    uint8_t k[RBAC_KEY_MAX];
+    uint8_t k[MH_STORE_RBAC_KEY_MAX];
     size_t kl;
     if (!rbac_key('d', id, NULL, k, &kl))
         return MH_ENOTFOUND;
@@ -514,7 +520,7 @@ int mh_store_get_role_assignment(struct mh_store *st, const char *name,
                                  Mhsm__Internal__RoleAssignmentRecord **out)
 {
     *out = NULL;
-    uint8_t k[RBAC_KEY_MAX];
+    uint8_t k[MH_STORE_RBAC_KEY_MAX];
     size_t kl;
     if (!rbac_key('a', name, NULL, k, &kl))
         return MH_ENOTFOUND;
@@ -612,7 +618,7 @@ int mh_store_list_role_assignments(struct mh_store *st, const struct mh_store_ra
     *more = false;
     /* Walk the principal index, else the scope index, else the records: each key
      * in the walked range ends in 0 name (or is "a" 0 name), in name order. */
-    uint8_t prefix[RBAC_KEY_MAX], seek[RBAC_KEY_MAX];
+    uint8_t prefix[MH_STORE_RBAC_KEY_MAX], seek[MH_STORE_RBAC_KEY_MAX];
     size_t pl;
     if (f != NULL && f->principal != NULL) {
         if (!rbac_key('p', f->principal, "", prefix, &pl))
@@ -655,7 +661,7 @@ int mh_store_list_role_assignments(struct mh_store *st, const struct mh_store_ra
             rv = unpack_val(&v, &mhsm__internal__role_assignment_record__descriptor, (void **)&ra);
         } else {
             /* An index entry: the record lives under "a" 0 name. */
-            uint8_t ak[RBAC_KEY_MAX];
+            uint8_t ak[MH_STORE_RBAC_KEY_MAX];
             size_t nl = k.mv_size - pl;
             ak[0] = 'a';
             ak[1] = 0;

@@ -83,6 +83,13 @@ MH_MUST_USE int mh_store_txn_get(struct mh_store *st, MDB_txn *txn, enum mh_stor
                                  const void *key, size_t klen,
                                  const ProtobufCMessageDescriptor *desc, void **out);
 
+/* mh_store_rbac_key builds an rbac-database key, |tag| 0 |a| [0 |b|] (|b| NULL: no
+ * second part; "" gives the index prefix "tag 0 a 0"), into |out|. MH_EINVAL when it
+ * would exceed LMDB's 511-byte key limit. */
+#define MH_STORE_RBAC_KEY_MAX 512
+MH_MUST_USE int mh_store_rbac_key(char tag, const char *a, const char *b,
+                                  uint8_t out[MH_STORE_RBAC_KEY_MAX], size_t *len);
+
 /* Packs |msg| and stores it under |key| in |db| inside |txn|. MH_ENOMEM, MH_ESTORE. */
 MH_MUST_USE int mh_store_txn_put(struct mh_store *st, MDB_txn *txn, enum mh_store_db db,
                                  const void *key, size_t klen, const ProtobufCMessage *msg);
