@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
+#include <openssl/crypto.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,23 +16,13 @@
 
 #define MAX_KEY_FILE 4096u
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 static int parse_hex_key(const char *s, size_t len, uint8_t pub[MH_AUDITLOG_PUBKEY_LEN])
 {
     if (len != 2 * MH_AUDITLOG_PUBKEY_LEN)
         return MH_EINVAL;
     for (size_t i = 0; i < MH_AUDITLOG_PUBKEY_LEN; i++) {
-        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+        int hi = OPENSSL_hexchar2int((unsigned char)s[2 * i]),
+            lo = OPENSSL_hexchar2int((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return MH_EINVAL;
         pub[i] = (uint8_t)(hi << 4 | lo);

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <openssl/crypto.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -136,24 +137,13 @@ int mh_client_split_endpoint(const char *endpoint, char *host, size_t host_cap, 
     return 0;
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 int mh_client_percent_decode(const char *s, size_t len, struct mh_buf *out)
 {
     MH_TRY(mh_buf_reserve(out, len));
     for (size_t i = 0; i < len; i++) {
         if (s[i] == '%' && i + 2 < len) {
-            int hi = hexval(s[i + 1]);
-            int lo = hexval(s[i + 2]);
+            int hi = OPENSSL_hexchar2int((unsigned char)s[i + 1]);
+            int lo = OPENSSL_hexchar2int((unsigned char)s[i + 2]);
             if (hi >= 0 && lo >= 0) {
                 MH_TRY(mh_buf_append_u8(out, (uint8_t)(hi << 4 | lo)));
                 i += 2;
