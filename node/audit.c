@@ -331,8 +331,9 @@ static void render_request(struct mh_audit *a, struct out *o, const struct mh_rp
 {
     const struct mh_rpc_note *nt = d->note;
     int http = d->grpc_status >= 0 ? http_of_grpc(d->grpc_status) : d->http_status;
-    bool ok = !d->cancelled &&
-              (d->grpc_status >= 0 ? d->grpc_status == MH_GRPC_OK : http >= 200 && http < 300);
+    /* The outcome on this node; a client that went away is noted apart (a write
+     * it abandoned may still have been applied, and the record must say so). */
+    bool ok = d->grpc_status >= 0 ? d->grpc_status == MH_GRPC_OK : http >= 200 && http < 300;
     put_head(a, o);
     put_time(a, o, d->start_unix_ms);
     put_lit(o, ",\"category\":\"AuditEvent\"");
@@ -362,6 +363,13 @@ static void render_request(struct mh_audit *a, struct out *o, const struct mh_rp
     if (d->call_id != 0) {
         put_lit(o, ",\"callId\":");
         put_u64(o, d->call_id);
+    }
+    if (d->cancelled) {
+        put_lit(o, ",\"clientGone\":true");
+        if (d->client_status >= 0) {
+            put_lit(o, ",\"clientStatus\":");
+            put_i64(o, d->client_status);
+        }
     }
     const char *action =
         nt != NULL && nt->action >= 0 ? mh_rbac_action_name((enum mh_action)nt->action) : NULL;

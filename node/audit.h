@@ -17,7 +17,11 @@
  *   503, DEADLINE_EXCEEDED 504; a bare HTTP answer keeps its own), grpcStatus,
  *   durationMs, callerIpAddress (without port), identity ({"claim":{"oid":
  *   principal}}), requestUri (the gRPC path), resource (the HSM name),
- *   correlationId (the write's request id, omitted when none), callId, and
+ *   correlationId (the write's request id, omitted when none), callId,
+ *   clientGone (true when the client reset, disconnected, or got a deadline or
+ *   drain answer before the handler finished; resultType etc. are then still the
+ *   handler's outcome on this node) with clientStatus (the gRPC status the client
+ *   got, absent when none reached it), and
  *   properties {dataAction, scope, decision ("allow"/"deny"), keyName, keyVersion}
  *   with only the members known.
  * Never plaintext, digests, signatures, key material or request bodies.

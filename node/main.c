@@ -172,7 +172,13 @@ static void on_closed_handle(uv_handle_t *h)
 
 static void on_workers_stopped(void *arg)
 {
-    (void)arg;
+    struct mh_node *n = arg;
+    /* Last: handlers of requests whose clients went away finish as raft and the
+     * workers stop, and their records are written then. The final checkpoint ends
+     * the log; the hooks go first so nothing reaches a closed log. */
+    mh_rpc_server_set_audit(n->rpc, NULL, NULL, NULL);
+    mh_audit_close(n->audit);
+    n->audit = NULL;
     MH_INFO("node", "stopped");
 }
 
@@ -194,9 +200,6 @@ static void on_cluster_stopped(void *arg)
 static void on_drained(void *arg)
 {
     struct mh_node *n = arg;
-    /* No request can be answered any more: the final checkpoint ends the log. */
-    mh_audit_close(n->audit);
-    n->audit = NULL;
     mh_domsync_stop(n);
     mh_cluster_stop(n->cluster, on_cluster_stopped, n);
 }

@@ -226,8 +226,20 @@ struct stream {
     char path[AUDIT_PATH_MAX + 1]; /* the requested :path when unrouted */
 };
 
+/* The record of a request the transport ended while its handler still had the
+ * call: made when the handler finishes, with the real outcome. */
+struct deferred_audit {
+    bool pending;
+    struct mh_rpc_server *srv;
+    int client_status; /* what the client got; -1: nothing */
+    int64_t start_unix_ms;
+    uint64_t start_hr;
+    struct mh_rpc_note note;
+};
+
 struct mh_rpc_call {
     struct stream *stream; /* NULL once finished by the transport */
+    struct deferred_audit audit;
     const ProtobufCMessageDescriptor *output;
     struct arena arena;
     ProtobufCAllocator pa;
@@ -445,6 +457,19 @@ static int stream_audit(struct stream *s, int grpc_status, int http_status, cons
     if (s->audited)
         return 0;
     s->audited = true;
+    if (s->call != NULL) {
+        /* The transport ends the request under a running handler (reset, close,
+         * deadline, drain): what the handler did is not known yet (a write may
+         * still commit), so the record waits for its finish. */
+        struct deferred_audit *da = &s->call->audit;
+        da->pending = true;
+        da->srv = srv;
+        da->client_status = cancelled ? -1 : grpc_status;
+        da->start_unix_ms = s->start_unix_ms;
+        da->start_hr = s->start_hr;
+        da->note = s->note;
+        return 0;
+    }
     if (srv->audit == NULL)
         return 0;
     struct mh_rpc_done d = {
@@ -459,9 +484,40 @@ static int stream_audit(struct stream *s, int grpc_status, int http_status, cons
         .http_status = http_status,
         .message = msg,
         .cancelled = cancelled,
+        .client_status = cancelled ? -1 : grpc_status,
         .note = &s->note,
     };
     return srv->audit(srv->audit_data, &d);
+}
+
+/* The handler finished a call the transport had ended: the deferred record, with
+ * the handler's outcome. Nothing can be refused any more (the client has its
+ * answer or is gone), so a failing hook only leaves the log failed. */
+static void call_audit_late(struct mh_rpc_call *call, int grpc_status, const char *msg)
+{
+    struct deferred_audit *da = &call->audit;
+    if (!da->pending)
+        return;
+    da->pending = false;
+    struct mh_rpc_server *srv = da->srv;
+    if (srv->audit == NULL)
+        return;
+    struct mh_rpc_done d = {
+        .call_id = call->id,
+        .method = call->method,
+        .known_method = true,
+        .principal = call->principal,
+        .peer = call->peer,
+        .start_unix_ms = da->start_unix_ms,
+        .duration_us = (uv_hrtime() - da->start_hr) / 1000u,
+        .grpc_status = grpc_status,
+        .http_status = 200,
+        .message = msg,
+        .cancelled = true,
+        .client_status = da->client_status,
+        .note = &da->note,
+    };
+    (void)srv->audit(srv->audit_data, &d);
 }
 
 /* The requested :path for the record of an unrouted request: printable ASCII
@@ -585,6 +641,10 @@ void mh_rpc_reply(struct mh_rpc_call *call, const ProtobufCMessage *response)
         return;
     struct stream *s = call->stream;
     if (s == NULL) {
+        call_audit_late(call,
+                        response != NULL && response->descriptor == call->output ? MH_GRPC_OK
+                                                                                 : MH_GRPC_INTERNAL,
+                        NULL);
         call_free(call);
         return;
     }
@@ -638,6 +698,8 @@ void mh_rpc_fail(struct mh_rpc_call *call, enum mh_grpc_status status, const cha
         return;
     struct stream *s = call->stream;
     if (s == NULL) {
+        /* |message| may live in the call's arena. */
+        call_audit_late(call, (int)status, message);
         call_free(call);
         return;
     }
@@ -691,11 +753,22 @@ static void note_copy(char *dst, size_t cap, const char *src)
     dst[n] = 0;
 }
 
+/* Where a call's notes go: its stream's, or the deferred record's once the
+ * transport ended the stream (NULL: nowhere, the record is already made). */
+static struct mh_rpc_note *call_note(struct mh_rpc_call *call)
+{
+    if (call == NULL)
+        return NULL;
+    if (call->stream != NULL)
+        return &call->stream->note;
+    return call->audit.pending ? &call->audit.note : NULL;
+}
+
 void mh_rpc_call_note_authz(struct mh_rpc_call *call, int action, bool allowed, const char *scope)
 {
-    if (call == NULL || call->stream == NULL)
+    struct mh_rpc_note *n = call_note(call);
+    if (n == NULL)
         return;
-    struct mh_rpc_note *n = &call->stream->note;
     n->action = action;
     n->decision = allowed ? 1 : -1;
     if (scope != NULL)
@@ -704,9 +777,9 @@ void mh_rpc_call_note_authz(struct mh_rpc_call *call, int action, bool allowed, 
 
 void mh_rpc_call_note_key(struct mh_rpc_call *call, const char *key, const char *version)
 {
-    if (call == NULL || call->stream == NULL)
+    struct mh_rpc_note *n = call_note(call);
+    if (n == NULL)
         return;
-    struct mh_rpc_note *n = &call->stream->note;
     if (key != NULL)
         note_copy(n->key, sizeof n->key, key);
     if (version != NULL)
@@ -715,9 +788,10 @@ void mh_rpc_call_note_key(struct mh_rpc_call *call, const char *key, const char 
 
 void mh_rpc_call_note_request_id(struct mh_rpc_call *call, const char *request_id)
 {
-    if (call == NULL || call->stream == NULL || request_id == NULL)
+    struct mh_rpc_note *n = call_note(call);
+    if (n == NULL || request_id == NULL)
         return;
-    note_copy(call->stream->note.request_id, sizeof call->stream->note.request_id, request_id);
+    note_copy(n->request_id, sizeof n->request_id, request_id);
 }
 
 /* ---- streams ------------------------------------------------------------ */

@@ -101,7 +101,9 @@ struct mh_rpc_note {
 
 /* One finished request, exactly once per HTTP/2 request stream: answered (reply,
  * failure, HTTP error, deadline), or ended by the client or the connection before
- * an answer (|cancelled|). Strings are valid only during the callback. */
+ * an answer (|cancelled|). Strings are valid only during the callback. A record
+ * deferred to the handler's finish is made even after the server drained, until
+ * mh_rpc_server_set_audit removes the hook. */
 struct mh_rpc_done {
     uint64_t call_id;      /* 0 when the request never became a call */
     const char *method;    /* the route's path, or the requested :path (printable
@@ -114,7 +116,14 @@ struct mh_rpc_done {
     int grpc_status;       /* 0..16; -1 when answered with a bare HTTP status */
     int http_status;       /* the :status sent (200 for every gRPC answer); 0 when none */
     const char *message;   /* grpc-message as given by the handler (may be NULL) */
-    bool cancelled;        /* no answer reached the client: reset, deadline, close */
+    /* The transport ended the request before its handler answered (client reset,
+     * connection closed, deadline, drain). When a handler had the call, the record
+     * is made when the handler finishes, so |grpc_status| and |message| are its real
+     * outcome (a write may have been applied), and |client_status| is what the
+     * client got: a gRPC status, or -1 when no answer reached it. Without a handler,
+     * |grpc_status| is CANCELLED and |client_status| -1. */
+    bool cancelled;
+    int client_status;
     const struct mh_rpc_note *note;
 };
 

@@ -49,6 +49,7 @@ static struct fx {
     struct {
         int grpc, http;
         bool cancelled, known;
+        int client_status;
         uint64_t call_id;
         char method[256];
     } recs[32];
@@ -179,6 +180,7 @@ static int audit_hook(void *data, const struct mh_rpc_done *d)
         F.recs[F.nrecs].grpc = d->grpc_status;
         F.recs[F.nrecs].http = d->http_status;
         F.recs[F.nrecs].cancelled = d->cancelled;
+        F.recs[F.nrecs].client_status = d->client_status;
         F.recs[F.nrecs].known = d->known_method;
         F.recs[F.nrecs].call_id = d->call_id;
         snprintf(F.recs[F.nrecs].method, sizeof F.recs[F.nrecs].method, "%s", d->method);
@@ -584,8 +586,8 @@ static void test_audit_hook(void **state)
     assert_int_equal(F.recs[3].grpc, MH_GRPC_INTERNAL);
     assert_false(F.recs[3].cancelled);
 
-    /* The client goes away with a call in flight: one record, cancelled; the
-     * handler's late reply adds none. */
+    /* The client goes away with a call in flight: one record, made when the
+     * handler finishes, with the handler's outcome (OK) and the client gone. */
     const char *ops2[] = {"abandon:1500", NULL};
     py(alice_cert, alice_key, ops2, &out);
     while (F.async_fired < 1)
@@ -599,7 +601,8 @@ static void test_audit_hook(void **state)
         }
         getkeys++;
         assert_true(F.recs[i].cancelled);
-        assert_int_equal(F.recs[i].grpc, MH_GRPC_CANCELLED);
+        assert_int_equal(F.recs[i].grpc, MH_GRPC_OK);
+        assert_int_equal(F.recs[i].client_status, -1);
     }
     assert_int_equal(getkeys, 1);
     size_t base = F.nrecs;
@@ -718,6 +721,39 @@ static void test_deadline(void **state)
     while (F.async_fired < 2)
         assert_int_not_equal(uv_run(&F.loop, UV_RUN_ONCE), -1);
     assert_int_equal(F.async_cancelled, 1);
+    mh_buf_free(&out);
+    server_stop();
+}
+
+/* With the audit hook: a request whose deadline passed under its handler gets one
+ * record, made when the handler finishes: the handler's outcome, the client gone
+ * (with the server's DEADLINE_EXCEEDED, or nothing when the client's own deadline
+ * reset the stream first). */
+static void test_deadline_audit(void **state)
+{
+    (void)state;
+    struct mh_buf out = {0};
+    server_start(64 * 1024, 64);
+    mh_rpc_server_set_audit(F.srv, audit_hook, audit_admit, &F);
+    const char *ops[] = {"getkey:slow:1500:0.3", NULL};
+    py(alice_cert, alice_key, ops, &out);
+    expect_in(&out, "getkey ERR DEADLINE_EXCEEDED");
+    size_t before = F.nrecs;
+    while (F.async_fired < 1)
+        assert_int_not_equal(uv_run(&F.loop, UV_RUN_ONCE), -1);
+    assert_int_equal(F.async_cancelled, 1);
+    size_t getkeys = 0;
+    for (size_t i = 0; i < F.nrecs; i++) {
+        if (strcmp(F.recs[i].method, "/mhsm.v1.Keys/GetKey") != 0)
+            continue;
+        getkeys++;
+        assert_true(i >= before); /* not before the handler finished */
+        assert_true(F.recs[i].cancelled);
+        assert_int_equal(F.recs[i].grpc, MH_GRPC_OK);
+        assert_true(F.recs[i].client_status == MH_GRPC_DEADLINE_EXCEEDED ||
+                    F.recs[i].client_status == -1);
+    }
+    assert_int_equal(getkeys, 1);
     mh_buf_free(&out);
     server_stop();
 }
@@ -925,6 +961,7 @@ int main(void)
         cmocka_unit_test(test_max_connections),
         cmocka_unit_test(test_client_vanishes),
         cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_deadline_audit),
         cmocka_unit_test(test_raw_http2),
         cmocka_unit_test(test_many_calls),
         cmocka_unit_test(test_drain),
