@@ -10,6 +10,7 @@
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "consensus/peer.h"
 #include "consensus/rbac.h"
 
 struct mh_fsm {
@@ -461,8 +462,11 @@ static int admin_fn(struct mh_fsm *fsm, MDB_txn *txn, const MDB_val *rest, const
     int rv = indexed_assignment(fsm, txn, rest, &a);
     if (rv < 0)
         return rv;
+    /* authz never lets a node certificate act on the data plane, so its grant
+     * cannot keep role management possible. */
+    bool node = strncmp(a->principal_id, MH_PEER_URI_PREFIX, strlen(MH_PEER_URI_PREFIX)) == 0;
     uint64_t mask = 0;
-    rv = role_mask(fsm, txn, a->role_id, &mask);
+    rv = node ? 0 : role_mask(fsm, txn, a->role_id, &mask);
     mh_store_free(a);
     if (rv < 0 && rv != MH_ENOTFOUND)
         return rv;
@@ -662,6 +666,20 @@ static int do_put_role_assignment(struct mh_fsm *fsm, MDB_txn *txn, Command *cmd
         OUTCOME(res, MH_ELIMIT, a->name, "");
     a->created = cmd->time;
     MH_TRY(put_assignment(fsm, txn, a));
+    /* Normally someone already manages roles and this holds at once. It matters
+     * for an HSM activated before local RBAC (no assignment at all, the configured
+     * administrators act as Administrator until the first one exists): its first
+     * assignment must leave someone able to manage roles at the HSM scope. */
+    DomainRecord *dom = NULL;
+    rv = get_domain(fsm, txn, &dom);
+    mh_store_free(dom);
+    if (rv == 0) {
+        rv = lockout_check(fsm, txn);
+        if (rv == MH_ELOCKOUT)
+            OUTCOME(res, MH_ELOCKOUT, a->name, "");
+    }
+    if (rv < 0 && rv != MH_ENOTACTIVE)
+        return rv;
     OUTCOME(res, 0, a->name, "");
 }
 

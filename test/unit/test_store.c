@@ -335,9 +335,10 @@ static void put_role_assignment(struct env *e, unsigned n, const char *scope, co
     Mhsm__Internal__RoleAssignmentRecord r = MHSM__INTERNAL__ROLE_ASSIGNMENT_RECORD__INIT;
     char name[37];
     snprintf(name, sizeof name, "00000000-0000-4000-8000-%012u", n);
+    /* Administrator: an activated HSM needs someone able to manage roles first. */
     r.name = name;
     r.scope = (char *)scope;
-    r.role_id = (char *)MH_RBAC_ROLE_CRYPTO_USER;
+    r.role_id = (char *)MH_RBAC_ROLE_ADMIN;
     r.principal_id = (char *)principal;
     p.record = &r;
     cmd.body_case = MHSM__INTERNAL__COMMAND__BODY_PUT_ROLE_ASSIGNMENT;
