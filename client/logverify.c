@@ -135,6 +135,8 @@ static int emit(json_t *o, bool table, FILE *out, FILE *errf)
     return 0;
 }
 
+static void put_clean(FILE *f, const char *s);
+
 static int report_ok(const struct mh_auditlog_report *r, size_t n, bool table, FILE *out,
                      FILE *errf)
 {
@@ -149,6 +151,7 @@ static int report_ok(const struct mh_auditlog_report *r, size_t n, bool table, F
     bad = bad || set_num(o, "lastCheckpointSeq", r->last_checkpoint_seq) != 0;
     bad = bad || set_num(o, "unsignedTail", r->unsigned_tail) != 0;
     bad = bad || set_num(o, "nodeId", r->node_id) != 0;
+    bad = bad || set_num(o, "tornLines", r->torn) != 0;
     if (bad) {
         json_decref(o);
         o = NULL;
@@ -160,6 +163,17 @@ static int report_ok(const struct mh_auditlog_report *r, size_t n, bool table, F
                 "warning: the last %llu record(s) (after seq %llu) are chained but not yet "
                 "covered by a signed checkpoint\n",
                 (unsigned long long)r->unsigned_tail, (unsigned long long)r->last_checkpoint_seq);
+    if (r->first_seq > 1)
+        fprintf(errf,
+                "warning: the chain starts at seq %llu, not 1: the files before it were "
+                "archived or removed (this check cannot tell which)\n",
+                (unsigned long long)r->first_seq);
+    if (r->torn > 0) {
+        fprintf(errf, "warning: %llu incomplete line(s), not records (a crash while writing), ",
+                (unsigned long long)r->torn);
+        put_clean(errf, r->torn_file);
+        fprintf(errf, ":%llu first\n", (unsigned long long)r->torn_line);
+    }
     return 0;
 }
 

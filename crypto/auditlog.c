@@ -576,6 +576,10 @@ int mh_auditlog_verify_files(const char *const *paths, size_t n,
                     break;
                 }
                 v.torn_before = true;
+                if (report->torn++ == 0) {
+                    report->torn_file = paths[i];
+                    report->torn_line = line_no;
+                }
                 continue;
             }
             rv = check_line(&v, f, i, line_no, buf, len);

@@ -90,6 +90,12 @@ struct mh_auditlog_report {
     uint64_t last_checkpoint_seq; /* 0: none */
     uint64_t unsigned_tail;       /* lines after the last checkpoint */
     uint64_t node_id;
+    /* Incomplete last lines of earlier files (a crash mid-write; the writer cuts
+     * a partial write it sees fail, so a fragment means a crash or an edit): not
+     * records, accepted, reported. The first one's place: */
+    uint64_t torn;
+    const char *torn_file;
+    uint64_t torn_line;
     /* On failure: where and why. |bad_file| points into the caller's paths. */
     const char *bad_file;
     uint64_t bad_line; /* 1-based line number within bad_file */

@@ -559,6 +559,8 @@ out:
 }
 
 /* Starts the file whose first line will be a->seq. */
+static int sync_async(struct mh_audit *a, int fd, bool close_after);
+
 static int open_file(struct mh_audit *a)
 {
     char path[1100];
@@ -584,6 +586,14 @@ static int open_file(struct mh_audit *a)
     }
     a->fd = fd;
     a->file_bytes = 0;
+    /* The new name must survive a power loss like the records in it: sync the
+     * directory too (on the thread pool, like every sync). */
+    int dfd = open(a->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || sync_async(a, dfd, true) < 0) {
+        MH_WARN(COMP, "the directory entry of %s is not synced: %s", path, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+    }
     MH_INFO(COMP, "file=%s first_seq=%" PRIu64, path, a->seq);
     return 0;
 }
@@ -597,8 +607,13 @@ static int append(struct mh_audit *a, size_t len)
         return rv;
     a->buf[len] = '\n';
     rv = write_all(a->fd, a->buf, len + 1);
-    if (rv < 0)
+    if (rv < 0) {
+        /* A part may have reached the file (disk full mid-line): cut it, so torn
+         * lines come only from crashes and every line is a record. */
+        if (ftruncate(a->fd, (off_t)a->file_bytes) != 0)
+            MH_WARN(COMP, "an incomplete record stays at the end of the file: %s", strerror(errno));
         return rv;
+    }
     memcpy(a->prev, hash, sizeof hash);
     a->seq++;
     a->file_bytes += len + 1;
@@ -610,8 +625,7 @@ static int append(struct mh_audit *a, size_t len)
 struct syncreq {
     uv_fs_t req;
     struct mh_audit *a;
-    int fd;
-    bool close_after;
+    int fd; /* a duplicate owned by this request: no close elsewhere can pull it away */
 };
 
 static void maybe_free(struct mh_audit *a);
@@ -622,8 +636,7 @@ static void on_synced(uv_fs_t *req)
     struct mh_audit *a = s->a;
     int rv = (int)req->result;
     uv_fs_req_cleanup(req);
-    if (s->close_after)
-        close(s->fd);
+    close(s->fd);
     a->pending_syncs--;
     if (rv < 0 && !a->closing)
         enter_failed(a, "fdatasync failed", rv);
@@ -631,22 +644,32 @@ static void on_synced(uv_fs_t *req)
     maybe_free(a);
 }
 
-/* fdatasync on the thread pool (never on the loop); |close_after| hands the fd over. */
+/* fdatasync on the thread pool (never on the loop), on a duplicate of |fd| that
+ * the request owns: a rotation, a failure or the close may close |fd| (and the
+ * number may be reused) while the sync still waits for a thread. |close_after|:
+ * once queued, |fd| itself is closed here (the duplicate keeps the file open).
+ * On failure nothing was queued and |fd| is untouched. */
 static int sync_async(struct mh_audit *a, int fd, bool close_after)
 {
     struct syncreq *s = calloc(1, sizeof *s);
     if (s == NULL)
         return MH_ENOMEM;
     s->a = a;
-    s->fd = fd;
-    s->close_after = close_after;
-    int rv = uv_fs_fdatasync(a->loop, &s->req, fd, on_synced);
+    s->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (s->fd < 0) {
+        int e = errno;
+        free(s);
+        return -e;
+    }
+    int rv = uv_fs_fdatasync(a->loop, &s->req, s->fd, on_synced);
     if (rv < 0) {
+        close(s->fd);
         free(s);
         return rv;
     }
+    if (close_after)
+        close(fd);
     a->pending_syncs++;
-    a->unsynced_n = 0;
     return 0;
 }
 
@@ -696,6 +719,7 @@ static int checkpoint(struct mh_audit *a, bool sync)
             enter_failed(a, "fdatasync failed", rv);
             return MH_EAUDIT;
         }
+        a->unsynced_n = 0;
     }
     return 0;
 }
@@ -713,6 +737,7 @@ static int rotate(struct mh_audit *a)
     }
     int fd = a->fd;
     a->fd = -1;
+    a->unsynced_n = 0;
     if (sync_async(a, fd, true) < 0) {
         /* Could not queue it: sync here rather than lose durability. */
         int rv = fdatasync(fd) != 0 ? -errno : 0;

@@ -432,6 +432,7 @@ static void test_truncate(void **state)
     const char *pp[2] = {paths[0], paths[1]};
     assert_int_equal(mh_auditlog_verify_files(pp, 2, pub, &r), 0);
     assert_int_equal(r.records, 30);
+    assert_int_equal(r.torn, 0);
     /* Now drop file 1's last 3 lines. */
     static char cut3[MAXL][LCAP];
     memcpy(cut3, b.lines, sizeof cut3);
@@ -522,6 +523,14 @@ static void test_torn_line(void **state)
     const char *pp[2] = {paths[0], paths[1]};
     assert_int_equal(mh_auditlog_verify_files(pp, 2, pub, &r), 0);
     assert_int_equal(r.records, 30);
+    /* accepted, but reported: file 1, the line after its 12 records */
+    assert_int_equal(r.torn, 1);
+    assert_ptr_equal(r.torn_file, pp[0]);
+    assert_int_equal(r.torn_line, 13);
+    /* accepted, but reported: file 1, the line after its 12 records */
+    assert_int_equal(r.torn, 1);
+    assert_ptr_equal(r.torn_file, pp[0]);
+    assert_int_equal(r.torn_line, 13);
     /* A torn line that the next file does not chain around is named. */
     static struct logb c;
     logb_init(&c, 1, 3);

@@ -867,7 +867,8 @@ static void test_verify(void **state)
     assert_int_equal(num(doc, "lastCheckpointSeq"), 5);
     assert_int_equal(num(doc, "unsignedTail"), 1);
     assert_int_equal(num(doc, "nodeId"), LOG_NODE);
-    assert_int_equal(json_object_size(doc), 9);
+    assert_int_equal(num(doc, "tornLines"), 0);
+    assert_int_equal(json_object_size(doc), 10);
     assert_non_null(strstr(err, "warning: the last 1 record(s) (after seq 5)"));
     free(err);
     json_decref(doc);
