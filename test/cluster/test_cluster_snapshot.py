@@ -186,11 +186,13 @@ try:
         cfg = mhtest.read_bytes(n3.config_path).decode()
         h.check("join = true" in cfg and not re.search(r"^members\s*=", cfg, re.MULTILINE),
                 "node 3's config: join = true, no members line", cfg)
+        # The leader as the members see it, asked before node 3 runs: a joining node
+        # is no member yet and need not know the leader until it is added.
+        li = cl.leader(timeout=30)
         n3.start(wait=False)
         time.sleep(1)
         h.check(n3.running(), "node 3 with an empty data directory and join = true runs",
                 n3.log_tail())
-        li = cl.leader(timeout=30)
         r = cl.nodes[li].cli("--timeout", OP_TIMEOUT, "cluster", "add", "--id", 3, "--address",
                              n3.raft_address, cert="operator", timeout=OP_TIMEOUT + 30)
         h.expect_ok(r, "mhsm cluster add --id 3 --address %s (operator)" % n3.raft_address)
