@@ -11,6 +11,7 @@ PKGS=(
   libjansson-dev libinih-dev
   libcmocka-dev
   python3 python3-grpcio python3-protobuf protobuf-compiler nghttp2-client lz4
+  softhsm2 libp11-kit-dev etcd-server etcd-client
 )
 missing=()
 for p in "${PKGS[@]}"; do
