@@ -17,6 +17,7 @@
 #define CHANGE_TIMEOUT_MS  120000u /* promotion to voter runs raft's catch-up rounds */
 #define FETCH_TIMEOUT_MS   5000u
 #define MAX_PEER_MESSAGE   (MH_FSM_MAX_COMMAND + 4096u)
+#define MAX_ACK_SERVERS    16 /* members tracked for apply acknowledgements */
 
 /* A forwarded proposal waiting until this node's FSM applied the leader's index. */
 struct prop_priv {
@@ -40,6 +41,22 @@ struct xfer {
     struct raft_transfer t;
     struct change_priv *cp; /* NULL once answered */
     struct xfer *next;
+};
+
+/* The leader's view of what a member has applied (AppliedWait answers). */
+struct ack_state {
+    uint64_t id;
+    uint64_t term;  /* the leader term the figures below belong to */
+    uint64_t acked; /* highest applied index the member reported */
+    uint64_t asked; /* highest index asked for, answer outstanding */
+};
+
+/* An AppliedWait this node answers once its FSM applied |index|. */
+struct applied_wait {
+    struct mh_peer_req *req;
+    uint64_t index;
+    uint64_t deadline;
+    struct applied_wait *next;
 };
 
 struct change_priv {
@@ -79,7 +96,20 @@ struct mh_cluster {
     uv_idle_t tdefer; /* never started: closing it defers the socketless transport's close cb */
     raft_uv_transport_close_cb tclose_cb;
     struct raft_barrier barrier;
-    struct mh_fsm_result result; /* fsm apply -> raft apply cb (same loop turn) */
+    /* Commit push: raft 0.15 tells followers a new commit index only with the next
+     * AppendEntries (new entries or the heartbeat), so a follower waiting to apply a
+     * forwarded write, and a leader waiting for apply acknowledgements, would wait
+     * up to a heartbeat. After applying commands, the leader appends an empty barrier
+     * entry when no entry was proposed since: its AppendEntries carries the commit. */
+    uv_timer_t push;
+    struct raft_barrier push_barrier;
+    bool push_pending, push_wanted;
+    uint64_t n_appends, push_seen;
+    /* Apply acknowledgements (restricting writes). */
+    struct ack_state acks[MAX_ACK_SERVERS];
+    struct applied_wait *applied_waits; /* inbound, parked */
+    uint64_t removed_at;                /* uv_now() of the last member removal; 0: none */
+    struct mh_fsm_result result;        /* fsm apply -> raft apply cb (same loop turn) */
     struct prop_priv *waiters;
     struct xfer *xfers; /* every transfer ever started, freed at close */
     mh_cluster_domain_fn domain_fn;
@@ -88,9 +118,10 @@ struct mh_cluster {
     uint64_t barrier_term; /* term in which this node's leader barrier was applied */
     uint64_t follow_term, follow_leader, catchup_target;
     bool caught_up;
-    bool target_known;   /* the leader answered the read-index request */
-    uint64_t follow_gen; /* bumped on every reset: late read-index answers are ignored */
-    uint64_t ri_gen;     /* the generation a read-index request was sent for */
+    bool target_known;    /* the leader answered the read-index request */
+    uint64_t follow_gen;  /* bumped on every reset: late read-index answers are ignored */
+    uint64_t ri_gen;      /* the generation a read-index request was sent for */
+    uint64_t lease_start; /* raft's election_timer_start when last looked at */
     bool was_serving;
     char reason[160];
     int lock_fd;
@@ -210,10 +241,16 @@ static void tr_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
 
 /* ---- waiters: forwarded proposals until the local FSM caught up ------------ */
 
+static bool members_applied(struct mh_cluster *c, uint64_t index);
+static void answer_applied_waits(struct mh_cluster *c, bool all);
+static void ask_applied(struct mh_cluster *c, uint64_t index);
+
 static void complete_waiters(struct mh_cluster *c, int fail_rc)
 {
     uint64_t applied = raft_last_applied(&c->raft);
     uint64_t now = now_ms(c);
+    if (c->applied_waits != NULL)
+        answer_applied_waits(c, fail_rc != 0);
     struct prop_priv **pp = &c->waiters;
     while (*pp != NULL) {
         struct prop_priv *w = *pp;
@@ -221,7 +258,7 @@ static void complete_waiters(struct mh_cluster *c, int fail_rc)
         if (fail_rc != 0)
             rc = fail_rc;
         else if (applied >= w->index)
-            rc = now >= w->release_at ? 0 : 1;
+            rc = now >= w->release_at || (w->fence && members_applied(c, w->index)) ? 0 : 1;
         else if (now >= w->deadline) {
             MH_WARN("raft",
                     "msg=\"forwarded entry committed but not applied here in time\" index=%llu "
@@ -247,6 +284,45 @@ static void wake_cb(uv_timer_t *t)
     complete_waiters(t->data, 0);
 }
 
+/* ---- commit push ------------------------------------------------------------ */
+
+static bool has_followers(struct mh_cluster *c)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++)
+        if (conf->servers[i].id != c->id && conf->servers[i].role != RAFT_SPARE)
+            return true;
+    return false;
+}
+
+static void push_cb(uv_timer_t *t);
+
+static void push_barrier_cb(struct raft_barrier *req, int status)
+{
+    struct mh_cluster *c = req->data;
+    (void)status; /* a failed push only means followers learn the commit at the heartbeat */
+    c->push_pending = false;
+    if (c->push_wanted && !c->stopping)
+        uv_timer_start(&c->push, push_cb, 0, 0);
+}
+
+/* Runs on the loop turn after commands were applied here as leader. An entry
+ * proposed since then already carried the new commit index to the followers; if
+ * none was, an empty barrier entry does. A barrier is not applied to the FSM, so it
+ * never asks for another push. */
+static void push_cb(uv_timer_t *t)
+{
+    struct mh_cluster *c = t->data;
+    if (!c->push_wanted || c->push_pending || c->stopping || c->failed)
+        return;
+    c->push_wanted = false;
+    if (c->n_appends != c->push_seen || raft_state(&c->raft) != RAFT_LEADER || !has_followers(c))
+        return;
+    c->push_barrier.data = c;
+    if (raft_barrier(&c->raft, &c->push_barrier, push_barrier_cb) == 0)
+        c->push_pending = true;
+}
+
 /* ---- the FSM under raft (struct raft_fsm version 1) ----------------------- */
 
 static int rfsm_apply(struct raft_fsm *f, const struct raft_buffer *buf, void **result)
@@ -264,8 +340,14 @@ static int rfsm_apply(struct raft_fsm *f, const struct raft_buffer *buf, void **
         return RAFT_IOERR;
     }
     *result = &c->result;
-    if (c->waiters != NULL && !c->stopping)
+    if ((c->waiters != NULL || c->applied_waits != NULL) && !c->stopping)
         uv_timer_start(&c->wake, wake_cb, 0, 0);
+    if (raft_state(&c->raft) == RAFT_LEADER && c->peer != NULL && !c->stopping) {
+        c->push_wanted = true;
+        c->push_seen = c->n_appends;
+        if (!c->push_pending)
+            uv_timer_start(&c->push, push_cb, 0, 0);
+    }
     return 0;
 }
 
@@ -312,7 +394,7 @@ static int rfsm_restore(struct raft_fsm *f, struct raft_buffer *buf)
     }
     MH_INFO("raft", "msg=\"snapshot restored\" bytes=%zu", buf->len);
     raft_free(buf->base); /* ours on success */
-    if (c->waiters != NULL && !c->stopping)
+    if ((c->waiters != NULL || c->applied_waits != NULL) && !c->stopping)
         uv_timer_start(&c->wake, wake_cb, 0, 0);
     return 0;
 }
@@ -403,6 +485,17 @@ static const char *unready(struct mh_cluster *c)
                  state == RAFT_CANDIDATE ? "a candidate" : "not following");
         return c->reason;
     }
+    /* raft resets election_timer_start on every AppendEntries of the leader; two
+     * observations more than an election timeout apart mean the lease may have run
+     * out in between (a paused process, a stalled loop), and the leader may have
+     * answered a restricting write counting on it: catch up again before serving. */
+    uint64_t start = c->raft.election_timer_start;
+    if (c->lease_start != 0 && start > c->lease_start + c->election_timeout_ms) {
+        c->caught_up = false;
+        c->follow_term = 0;
+        c->follow_gen++;
+    }
+    c->lease_start = start;
     if (find_server(c, c->id) == NULL) {
         /* A joining node: until the log (or a snapshot) brings the configuration
          * that names it, its state is not the cluster's. */
@@ -473,6 +566,7 @@ static void barrier_cb(struct raft_barrier *req, int status)
     /* The barrier committed in the current term, so every earlier entry (the whole
      * log replay at start, the previous leader's tail) is applied. */
     c->barrier_term = c->raft.current_term;
+    c->removed_at = now_ms(c); /* see members_applied */
     MH_INFO("raft", "msg=\"leader ready\" term=%llu last_applied=%llu",
             (unsigned long long)c->raft.current_term,
             (unsigned long long)raft_last_applied(&c->raft));
@@ -552,7 +646,7 @@ static void poll_cb(uv_timer_t *t)
     if (c->stopping)
         return;
     if (c->failed) {
-        if (c->waiters != NULL)
+        if (c->waiters != NULL || c->applied_waits != NULL)
             complete_waiters(c, MH_ESTORE);
         return;
     }
@@ -597,7 +691,7 @@ static void poll_cb(uv_timer_t *t)
             c->follow_term = 0;
         }
     }
-    if (c->waiters != NULL)
+    if (c->waiters != NULL || c->applied_waits != NULL)
         complete_waiters(c, 0);
     const char *why = unready(c);
     if (why == NULL && !c->was_serving) {
@@ -662,10 +756,11 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     p->cb(p, 0, result);
 }
 
-/* Restricting commands (update, delete, purge) are answered one election timeout
- * after they were applied here: by then every node that did not apply them has
- * gone that long without hearing from the leader and stopped serving, so once the
- * client sees "disabled" or "deleted" no node serves the old state. */
+/* Restricting commands (update, delete, purge) are answered by the leader only
+ * once no node serves the old state: when every member that may serve has reported
+ * (AppliedWait) that it applied them, or else one election timeout after they were
+ * applied here, when every member that did not apply them has gone that long
+ * without hearing from the leader and stopped serving. */
 static bool restricting(const Mhsm__Internal__Command *cmd)
 {
     return cmd->body_case == MHSM__INTERNAL__COMMAND__BODY_UPDATE_VERSION ||
@@ -681,6 +776,8 @@ static void hold(struct mh_cluster *c, struct prop_priv *pv)
     pv->next = c->waiters;
     c->waiters = pv;
     uv_timer_start(&c->wake, wake_cb, pv->fence ? c->election_timeout_ms : 0, 0);
+    if (pv->fence)
+        ask_applied(c, pv->index);
 }
 
 /* Leader: append |packed| (n bytes). */
@@ -700,6 +797,7 @@ static int leader_apply(struct mh_cluster *c, const uint8_t *packed, size_t n,
         MH_WARN("raft", "msg=\"apply refused\" err=\"%s\"", raft_strerror(rrv));
         return map_raft(rrv);
     }
+    c->n_appends++;
     return 0;
 }
 
@@ -780,7 +878,9 @@ static void forward_done(struct mh_peer_call *call, int rc, const uint8_t *msg, 
         p->cb(p, MH_EUNAVAILABLE, NULL);
         return;
     }
-    /* Answer once this node's own FSM has applied the entry (read your writes). */
+    /* Answer once this node's own FSM has applied the entry (read your writes). A
+     * restricting command was fenced by the leader before it answered. */
+    pv->fence = false;
     hold(c, pv);
 }
 
@@ -803,10 +903,7 @@ int mh_cluster_propose(struct mh_cluster *c, const Mhsm__Internal__Command *cmd,
     struct prop_priv *pv = prop_priv(p);
     pv->c = c;
     pv->release_at = 0;
-    unsigned voters = 0;
-    for (unsigned k = 0; k < c->raft.configuration.n; k++)
-        voters += c->raft.configuration.servers[k].role == RAFT_VOTER;
-    pv->fence = voters > 1 && restricting(cmd);
+    pv->fence = restricting(cmd) && has_followers(c);
     int rv;
     if (raft_state(&c->raft) == RAFT_LEADER) {
         rv = leader_apply(c, packed, n, p);
@@ -818,6 +915,7 @@ int mh_cluster_propose(struct mh_cluster *c, const Mhsm__Internal__Command *cmd,
         req.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_PROPOSE;
         req.propose.data = packed;
         req.propose.len = n;
+        req.fence = pv->fence;
         pv->call.data = pv;
         rv = send_request(c, lid, laddr, &req, c->forward_timeout_ms, &pv->call, forward_done);
     }
@@ -852,7 +950,7 @@ static void fwd_in_done(struct mh_proposal *p, int rc, const struct mh_fsm_resul
 }
 
 static void handle_forward(struct mh_cluster *c, struct mh_peer_req *req, uint64_t from,
-                           const ProtobufCBinaryData *cmd)
+                           const ProtobufCBinaryData *cmd, bool fence)
 {
     if (raft_state(&c->raft) != RAFT_LEADER || unready(c) != NULL) {
         respond_rc(c, req, MH_EUNAVAILABLE, "not the leader (or not ready); retry");
@@ -867,6 +965,7 @@ static void handle_forward(struct mh_cluster *c, struct mh_peer_req *req, uint64
     f->req = req;
     f->p.data = f;
     f->p.cb = fwd_in_done;
+    prop_priv(&f->p)->fence = fence && has_followers(c);
     int rv = leader_apply(c, cmd->data, cmd->len, &f->p);
     if (rv < 0) {
         MH_WARN("raft", "msg=\"forwarded proposal refused\" from=%llu err=%s",
@@ -952,6 +1051,7 @@ static void remove_cb(struct raft_change *req, int status)
         change_finish(cp, map_raft(status), msg);
         return;
     }
+    cp->c->removed_at = now_ms(cp->c); /* see members_applied */
     snprintf(msg, sizeof msg, "node %llu removed", (unsigned long long)cp->id);
     MH_INFO("raft", "msg=\"member removed\" id=%llu", (unsigned long long)cp->id);
     change_finish(cp, 0, msg);
@@ -1328,6 +1428,184 @@ static void handle_read_index(struct mh_cluster *c, struct mh_peer_req *req)
     respond(req, &r);
 }
 
+/* ---- apply acknowledgements (restricting writes) ------------------------------------ */
+
+/* Members that may serve: every server of the configuration but this one and the
+ * spares (raft replicates nothing to a spare, so it never holds a lease). */
+static bool needs_ack(const struct mh_cluster *c, const struct raft_server *s)
+{
+    return s->id != c->id && s->role != RAFT_SPARE;
+}
+
+/* The leader's record of member |id| in the current term (figures of an earlier
+ * term start over); NULL when untracked and !create, or when no slot is free. */
+static struct ack_state *ack_of(struct mh_cluster *c, uint64_t id, bool create)
+{
+    struct ack_state *slot = NULL;
+    for (unsigned i = 0; i < MAX_ACK_SERVERS; i++) {
+        struct ack_state *a = &c->acks[i];
+        if (a->id == id) {
+            slot = a;
+            break;
+        }
+        if (slot == NULL && (a->id == 0 || find_server(c, a->id) == NULL))
+            slot = a; /* free, or of a server no longer configured */
+    }
+    if (slot == NULL || (slot->id != id && !create))
+        return NULL;
+    if (slot->id != id || slot->term != c->raft.current_term) {
+        slot->id = id;
+        slot->term = c->raft.current_term;
+        slot->acked = 0;
+        slot->asked = 0;
+    }
+    return slot;
+}
+
+/* True when every member that may serve reported applying |index|. For one election
+ * timeout after this node became leader, or after a member was removed, a member
+ * this node does not know of may still hold a lease: then only the timeout counts. */
+static bool members_applied(struct mh_cluster *c, uint64_t index)
+{
+    if (c->peer == NULL || raft_state(&c->raft) != RAFT_LEADER)
+        return false;
+    if (c->removed_at != 0 && now_ms(c) - c->removed_at < c->election_timeout_ms)
+        return false;
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (!needs_ack(c, &conf->servers[i]))
+            continue;
+        struct ack_state *a = ack_of(c, conf->servers[i].id, false);
+        if (a == NULL || a->acked < index)
+            return false;
+    }
+    return true;
+}
+
+struct aw_call {
+    struct mh_peer_call call;
+    struct mh_cluster *c;
+    uint64_t id, index, term;
+};
+
+static void applied_wait_done(struct mh_peer_call *call, int rc, const uint8_t *msg, size_t len)
+{
+    struct aw_call *w = call->data;
+    struct mh_cluster *c = w->c;
+    uint64_t id = w->id, index = w->index, term = w->term;
+    free(w);
+    if (c->stopping || term != c->raft.current_term)
+        return;
+    struct ack_state *a = ack_of(c, id, false);
+    if (a == NULL)
+        return;
+    Mhsm__Internal__PeerResponse *r =
+        rc == 0 ? mhsm__internal__peer_response__unpack(NULL, len, msg) : NULL;
+    if (r != NULL && r->rc == 0 && r->index > a->acked)
+        a->acked = r->index;
+    if (r != NULL)
+        mhsm__internal__peer_response__free_unpacked(r, NULL);
+    if (a->asked == index && a->acked < index)
+        a->asked = a->acked; /* unanswered: a later write asks again */
+    if (c->waiters != NULL)
+        complete_waiters(c, 0);
+}
+
+/* Leader: asks every member that may serve, and has not yet reported |index|, to
+ * answer once it has applied it. Failures only leave the timeout to release. */
+static void ask_applied(struct mh_cluster *c, uint64_t index)
+{
+    if (c->peer == NULL || raft_state(&c->raft) != RAFT_LEADER)
+        return;
+    const struct raft_configuration *conf = &c->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        const struct raft_server *s = &conf->servers[i];
+        if (!needs_ack(c, s))
+            continue;
+        struct ack_state *a = ack_of(c, s->id, true);
+        if (a == NULL || a->acked >= index || a->asked >= index)
+            continue;
+        struct aw_call *w = calloc(1, sizeof *w);
+        if (w == NULL)
+            return;
+        w->c = c;
+        w->id = s->id;
+        w->index = index;
+        w->term = c->raft.current_term;
+        w->call.data = w;
+        Mhsm__Internal__AppliedWait aw = MHSM__INTERNAL__APPLIED_WAIT__INIT;
+        aw.index = index;
+        Mhsm__Internal__PeerRequest pr = MHSM__INTERNAL__PEER_REQUEST__INIT;
+        pr.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_APPLIED_WAIT;
+        pr.applied_wait = &aw;
+        if (send_request(c, s->id, s->address, &pr, c->election_timeout_ms, &w->call,
+                         applied_wait_done) != 0) {
+            free(w);
+            continue;
+        }
+        a->asked = index;
+    }
+}
+
+static void respond_applied(struct mh_cluster *c, struct mh_peer_req *req)
+{
+    Mhsm__Internal__PeerResponse r = MHSM__INTERNAL__PEER_RESPONSE__INIT;
+    uint64_t lid;
+    const char *laddr;
+    leader_of(c, &lid, &laddr);
+    r.rc = 0;
+    r.message = (char *)"";
+    r.leader_id = lid;
+    r.index = raft_last_applied(&c->raft);
+    respond(req, &r);
+}
+
+/* Member: answers now if |index| is applied, else parks the request until it is or
+ * half an election timeout passed (then with what is applied, which the leader
+ * does not count). */
+static void handle_applied_wait(struct mh_cluster *c, struct mh_peer_req *req,
+                                const Mhsm__Internal__AppliedWait *m)
+{
+    if (m == NULL) {
+        respond_rc(c, req, MH_EPROTO, "malformed applied-wait request");
+        return;
+    }
+    if (c->failed || raft_last_applied(&c->raft) >= m->index) {
+        respond_applied(c, req);
+        return;
+    }
+    struct applied_wait *w = malloc(sizeof *w);
+    if (w == NULL) {
+        respond_applied(c, req);
+        return;
+    }
+    w->req = req;
+    w->index = m->index;
+    w->deadline = now_ms(c) + c->election_timeout_ms / 2;
+    w->next = c->applied_waits;
+    c->applied_waits = w;
+}
+
+static void answer_applied_waits(struct mh_cluster *c, bool all)
+{
+    uint64_t applied = raft_last_applied(&c->raft);
+    uint64_t now = now_ms(c);
+    struct applied_wait **pp = &c->applied_waits;
+    while (*pp != NULL) {
+        struct applied_wait *w = *pp;
+        if (!all && applied < w->index && now < w->deadline) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        if (c->stopping)
+            respond_rc(c, w->req, MH_EUNAVAILABLE, "shutting down");
+        else
+            respond_applied(c, w->req);
+        free(w);
+    }
+}
+
 /* ---- inbound peer requests ---------------------------------------------------------- */
 
 static void on_peer_request(void *arg, struct mh_peer_req *req, uint64_t from, const uint8_t *msg,
@@ -1351,7 +1629,7 @@ static void on_peer_request(void *arg, struct mh_peer_req *req, uint64_t from, c
     }
     switch (m->body_case) {
     case MHSM__INTERNAL__PEER_REQUEST__BODY_PROPOSE:
-        handle_forward(c, req, from, &m->propose);
+        handle_forward(c, req, from, &m->propose, m->fence);
         break;
     case MHSM__INTERNAL__PEER_REQUEST__BODY_CHANGE:
         handle_change(c, req, m->change);
@@ -1361,6 +1639,9 @@ static void on_peer_request(void *arg, struct mh_peer_req *req, uint64_t from, c
         break;
     case MHSM__INTERNAL__PEER_REQUEST__BODY_READ_INDEX:
         handle_read_index(c, req);
+        break;
+    case MHSM__INTERNAL__PEER_REQUEST__BODY_APPLIED_WAIT:
+        handle_applied_wait(c, req, m->applied_wait);
         break;
     default:
         respond_rc(c, req, MH_EPROTO, "unknown peer request");
@@ -1426,6 +1707,7 @@ static void raft_closed(struct raft *r)
         uv_close((uv_handle_t *)&c->tdefer, tdefer_closed); /* raft_uv never closed it */
     uv_close((uv_handle_t *)&c->poll, handle_closed);
     uv_close((uv_handle_t *)&c->wake, handle_closed);
+    uv_close((uv_handle_t *)&c->push, handle_closed);
 }
 
 static int bootstrap(struct mh_cluster *c, const struct mh_cluster_config *cfg)
@@ -1552,7 +1834,9 @@ int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg, struc
     c->poll.data = c;
     uv_timer_init(loop, &c->wake);
     c->wake.data = c;
-    c->handles = 2;
+    uv_timer_init(loop, &c->push);
+    c->push.data = c;
+    c->handles = 3;
     if (c->peer == NULL) {
         uv_idle_init(loop, &c->tdefer);
         c->tdefer.data = c;
@@ -1602,6 +1886,7 @@ void mh_cluster_stop(struct mh_cluster *c, void (*done)(void *arg), void *arg)
     c->done_arg = arg;
     uv_timer_stop(&c->poll);
     uv_timer_stop(&c->wake);
+    uv_timer_stop(&c->push);
     complete_waiters(c, MH_EUNAVAILABLE);
     raft_close(&c->raft, raft_closed);
 }
