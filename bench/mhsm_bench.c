@@ -186,7 +186,8 @@ struct worker {
     unsigned n_conns;
     struct opstat *stats;       /* per mix op */
     _Atomic uint64_t ops, errs; /* measured, for the progress line */
-    uint64_t conn_failures;
+    struct mh_async_conn **conns;
+    uint64_t last_done; /* ns of the last counted completion */
     char err[256];
     int rv;
 };
@@ -493,6 +494,8 @@ static void key_name(char *out, size_t cap, const char *suffix)
 /* Makes sure key |name| exists (creating it with |ks| under --setup). 0 or -1. */
 static int ensure_key(const char *name, const struct keyspec *ks)
 {
+    if (!O.setup)
+        return 0; /* assumed to exist: a missing key shows up as NOT_FOUND errors */
     Mhsm__V1__GetKeyRequest g = MHSM__V1__GET_KEY_REQUEST__INIT;
     g.name = (char *)name;
     ProtobufCMessage *resp = NULL;
@@ -507,10 +510,6 @@ static int ensure_key(const char *name, const struct keyspec *ks)
         return 0;
     if (st != MH_CLIENT_NOT_FOUND)
         return -1;
-    if (!O.setup) {
-        fprintf(stderr, "mhsm-bench: key %s does not exist (run with --setup)\n", name);
-        return -1;
-    }
     Mhsm__V1__CreateKeyRequest c = MHSM__V1__CREATE_KEY_REQUEST__INIT;
     c.name = (char *)name;
     c.kty = (char *)ks->kty;
@@ -801,6 +800,7 @@ static void on_done(const struct mh_async_result *r, void *ud)
         if (code == 0 && O.mix[s->op].def->kind == K_VERIFY && r->resp != NULL &&
             !((const Mhsm__V1__VerifyResponse *)r->resp)->valid)
             code = ST_VERIFY_FALSE;
+        w->last_done = t1;
         if (code == 0) {
             mh_hist_record(&st->hist, t1 - s->t0);
             st->ok++;
@@ -928,7 +928,9 @@ int main(int argc, char **argv)
         w->slots = calloc((size_t)nconn * O.streams, sizeof *w->slots);
         if (w->slots == NULL)
             return 1;
-        w->n_conns = nconn;
+        w->conns = calloc(nconn, sizeof *w->conns);
+        if (w->conns == NULL)
+            return 1;
     }
     /* Connection i goes to endpoint i % E and thread i % T. */
     for (unsigned i = 0; i < O.connections; i++) {
@@ -939,6 +941,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "mhsm-bench: %s\n", eb);
             return 1;
         }
+        w->conns[w->n_conns++] = c;
         for (unsigned k = 0; k < O.streams; k++) {
             struct slot *s = &w->slots[w->n_slots++];
             s->w = w;
@@ -948,6 +951,21 @@ int main(int argc, char **argv)
         }
     }
 
+    /* Connect (TLS handshakes included) before the clock starts, at most 10 s; a
+     * connection that failed once is not waited for: its calls fail and are counted. */
+    uint64_t connect_until = now_ns() + UINT64_C(10000000000);
+    for (bool all = false; !all && now_ns() < connect_until;) {
+        all = true;
+        for (unsigned t = 0; t < O.threads; t++) {
+            if (mh_async_loop_run_once(ws[t].loop, 0) < 0)
+                return 1;
+            for (unsigned i = 0; i < ws[t].n_conns; i++)
+                all = all && (mh_async_conn_ready(ws[t].conns[i]) ||
+                              mh_async_conn_failures(ws[t].conns[i]) > 0);
+        }
+        if (!all)
+            usleep(1000);
+    }
     uint64_t t_begin = now_ns();
     g_measure_start = t_begin + (uint64_t)(O.warmup * 1e9);
     g_measure_end = O.count != 0 ? UINT64_MAX : g_measure_start + (uint64_t)(O.duration * 1e9);
@@ -978,9 +996,12 @@ int main(int argc, char **argv)
     }
     if (!O.quiet && tty)
         fprintf(stderr, "\n");
-    uint64_t t_end = now_ns();
-    for (unsigned t = 0; t < O.threads; t++)
+    uint64_t t_end = 0;
+    for (unsigned t = 0; t < O.threads; t++) {
         pthread_join(ws[t].th, NULL);
+        if (ws[t].last_done > t_end)
+            t_end = ws[t].last_done;
+    }
 
     /* Measured window: duration mode, the configured one; count mode, until the end. */
     double secs = O.count == 0
@@ -1075,6 +1096,7 @@ int main(int argc, char **argv)
         mh_async_loop_free(ws[t].loop);
         free(ws[t].slots);
         free(ws[t].stats);
+        free(ws[t].conns);
     }
     mh_async_tls_free(tls);
     free(ws);

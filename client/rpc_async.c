@@ -562,6 +562,15 @@ static void conn_lost(struct mh_async_conn *c, bool graceful)
             (void)nghttp2_session_set_stream_user_data(c->h2, a->stream_id, NULL);
         end_local(c->loop, a, MH_CLIENT_UNAVAILABLE, c->err[0] ? c->err : "connection lost", true);
     }
+    if (!graceful) {
+        /* The calls waiting for this connection learn now that it failed, so the
+         * caller sees (and counts) the outage instead of a silent stall. */
+        while ((a = c->pending.head) != NULL) {
+            list_remove(&c->pending, a);
+            end_local(c->loop, a, MH_CLIENT_UNAVAILABLE, c->err[0] ? c->err : "connection failed",
+                      true);
+        }
+    }
     if (c->h2 != NULL) {
         nghttp2_session_del(c->h2);
         c->h2 = NULL;
