@@ -196,7 +196,18 @@ class Runner:
         self.seconds = seconds
         self.warmup = warmup
         self.runs = []
+        self.errors = []  # failed measurements; the others go on
         self.n = 0
+
+    def measure(self, kind, *a, **kw):
+        """self.mhsm / self.p11 (|kind|), but a failure is recorded in self.errors and
+        gives {} so one broken measurement does not cost the rest of the run."""
+        try:
+            return getattr(self, kind)(*a, **kw)
+        except BenchError as e:
+            self.errors.append(str(e))
+            log("ERROR %s" % e)
+            return {}
 
     def _json_path(self):
         self.n += 1
@@ -222,7 +233,7 @@ class Runner:
         return res
 
     def mhsm(self, label, endpoints, certs, op, shape, threads, target="mhsm", setup=False,
-             duration=None):
+             duration=None, count=None):
         conns, streams = shape
         path = self._json_path()
         duration = duration or self.seconds
@@ -230,13 +241,16 @@ class Runner:
                 "--ca", os.path.join(certs, "ca.pem"), "--cert", os.path.join(certs, "admin.pem"),
                 "--key", os.path.join(certs, "admin.key"), "--target", target,
                 "--connections", str(conns), "--streams", str(streams), "--threads", str(threads),
-                "--op", op, "--duration", fmt_s(duration), "--warmup", fmt_s(self.warmup),
-                "--json", path, "--label", label, "--quiet"]
+                "--op", op, "--json", path, "--label", label, "--quiet"]
+        if count:  # a fixed number of calls, no warm-up: for ops too slow for a duration
+            argv += ["--count", str(count), "--warmup", "0"]
+        else:
+            argv += ["--duration", fmt_s(duration), "--warmup", fmt_s(self.warmup)]
         if setup:
             argv.append("--setup")
         if not os.access(self.mhsm_bench, os.X_OK):
             raise BenchError("%s is missing (build the mhsm-bench target)" % self.mhsm_bench)
-        rc, out, err = run_child(argv, duration + self.warmup + 180)
+        rc, out, err = run_child(argv, duration + self.warmup + (300 if count else 180))
         return self._finish(label, argv, rc, out, err, path)
 
     def p11(self, label, env, op, threads):
@@ -279,12 +293,12 @@ def stage_mhsm_single(h, mhtest, runner, threads_choice, results):
     if r.rc != 0:
         raise BenchError("activation of the single node failed: %s" % r.describe())
     try:
-        threads = threads_choice(lambda t: runner.mhsm(
+        threads = threads_choice(lambda t: runner.measure("mhsm",
             "single threads=%d sign-es256" % t, [node.endpoint], h.certs, "sign-es256",
             SINGLE_SHAPE, t, setup=True))
         results["client_threads"] = threads
         for op in CRYPTO_OPS:
-            res = runner.mhsm("single %s" % op, [node.endpoint], h.certs, op, SINGLE_SHAPE,
+            res = runner.measure("mhsm", "single %s" % op, [node.endpoint], h.certs, op, SINGLE_SHAPE,
                               threads, setup=True)
             results["single"][op] = figure(res)
     finally:
@@ -305,14 +319,20 @@ def stage_mhsm_cluster(h, runner, threads, results):
     results["cluster_endpoints"] = eps
     try:
         for op in CRYPTO_OPS:
-            res = runner.mhsm("cluster %s" % op, eps, h.certs, op, CLUSTER_SHAPE, threads,
+            res = runner.measure("mhsm", "cluster %s" % op, eps, h.certs, op, CLUSTER_SHAPE, threads,
                               setup=True)
             results["cluster"][op] = figure(res)
         log("== replicated writes on the cluster (1, 16, 64 in flight)")
         for op in WRITE_OPS:
             for level, shape in WRITE_LEVELS.items():
-                res = runner.mhsm("cluster %s @%d" % (op, level), eps, h.certs, op, shape,
-                                  threads, setup=True)
+                # RSA key generation is slow (seconds per call at 64 in flight): a fixed
+                # count, at least one full window, instead of a duration that may see
+                # no create complete.
+                cnt = None
+                if op == "create-rsa2048":
+                    cnt = max(4, level) if runner.seconds < 5 else max(8, 2 * level)
+                res = runner.measure("mhsm", "cluster %s @%d" % (op, level), eps, h.certs, op,
+                                     shape, threads, setup=True, count=cnt)
                 results["writes"]["%s@%d" % (op, level)] = figure(res)
     finally:
         for n in cl.nodes:
@@ -333,7 +353,7 @@ def stage_softhsm(tmp, runner, threads, results):
     if rc != 0:
         raise BenchError("softhsm2-util --init-token failed: %s" % err.strip())
     for op in P11_OPS:
-        res = runner.p11("softhsm2 %s" % op, env, op, threads)
+        res = runner.measure("p11", "softhsm2 %s" % op, env, op, threads)
         results["softhsm2"][op] = figure(res)
 
 
@@ -350,7 +370,7 @@ def stage_etcd(h, runner, threads, results):
         eps = etcd_leader_first(eps, h.certs)
         results["etcd_endpoints"] = eps
         for level in (1, 64):
-            res = runner.mhsm("etcd put @%d" % level, eps, h.certs, "etcd-put",
+            res = runner.measure("mhsm", "etcd put @%d" % level, eps, h.certs, "etcd-put",
                               WRITE_LEVELS[level], threads, target="etcd")
             results["etcd"]["put@%d" % level] = figure(res)
     finally:
@@ -632,6 +652,7 @@ def main():
         stage("softhsm2", stage_softhsm, h.tmp, runner, cores, res)
         stage("etcd", stage_etcd, h, runner, threads, res)
 
+        res["errors"] += runner.errors
         table, rows = render_table(res)
         res["runs"] = runner.runs
         res["elapsed_s"] = round(time.monotonic() - t_start, 1)
