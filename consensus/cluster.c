@@ -110,6 +110,7 @@ struct mh_cluster {
     struct applied_wait *applied_waits; /* inbound, parked */
     uint64_t removed_at;                /* uv_now() of the last member removal; 0: none */
     struct mh_fsm_result result;        /* fsm apply -> raft apply cb (same loop turn) */
+    struct raft_buffer snap_buf;        /* the snapshot raft is writing (fsm version 2) */
     struct prop_priv *waiters;
     struct xfer *xfers; /* every transfer ever started, freed at close */
     mh_cluster_domain_fn domain_fn;
@@ -351,13 +352,21 @@ static int rfsm_apply(struct raft_fsm *f, const struct raft_buffer *buf, void **
     return 0;
 }
 
-/* Version 1: serialized on the loop thread, copied into raft's heap (raft frees the
- * buffer and the array after writing). The cost is one pass over the state every
- * snapshot_threshold entries; version 3 (serialize on the thread pool from a read
- * transaction taken here) is the upgrade when states grow large. */
+/* raft_fsm version 2: the snapshot is serialized here, on the loop thread, into a
+ * buffer this module owns (no copy into raft's heap); raft compresses and writes it
+ * on the thread pool and then calls snapshot_finalize, which frees it. Version 3
+ * (serialize on the thread pool from the read view taken here) needs
+ * io->async_work, which Debian's raft_uv 0.15 does not have (raft_init refuses:
+ * "async snapshot requires io->version > 1"); mh_fsm_snapshot_begin/write/end are
+ * ready for it. The loop pays one pass over the state every snapshot_threshold
+ * entries. */
 static int rfsm_snapshot(struct raft_fsm *f, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct mh_cluster *c = f->data;
+    if (c->snap_buf.base != NULL)
+        return RAFT_BUSY; /* raft takes one at a time; never expected */
+    uv_update_time(c->loop);
+    uint64_t t0 = now_ms(c);
     uint8_t *data;
     size_t len;
     int rv = mh_fsm_snapshot(c->fsm, &data, &len);
@@ -365,22 +374,24 @@ static int rfsm_snapshot(struct raft_fsm *f, struct raft_buffer *bufs[], unsigne
         MH_ERROR("raft", "msg=\"snapshot failed\" err=%s", mh_errname(rv));
         return rv == MH_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
     }
-    struct raft_buffer *b = raft_malloc(sizeof *b);
-    void *base = raft_malloc(len);
-    if (b == NULL || base == NULL) {
-        raft_free(b);
-        raft_free(base);
-        free(data);
-        return RAFT_NOMEM;
-    }
-    memcpy(base, data, len);
-    free(data);
-    b->base = base;
-    b->len = len;
-    *bufs = b;
+    c->snap_buf.base = data;
+    c->snap_buf.len = len;
+    *bufs = &c->snap_buf;
     *n_bufs = 1;
-    MH_INFO("raft", "msg=\"snapshot taken\" bytes=%zu last_applied=%llu", len,
-            (unsigned long long)raft_last_applied(&c->raft));
+    uv_update_time(c->loop);
+    MH_INFO("raft", "msg=\"snapshot taken\" bytes=%zu last_applied=%llu loop_ms=%llu", len,
+            (unsigned long long)raft_last_applied(&c->raft), (unsigned long long)(now_ms(c) - t0));
+    return 0;
+}
+
+static int rfsm_snapshot_finalize(struct raft_fsm *f, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct mh_cluster *c = f->data;
+    free(c->snap_buf.base);
+    c->snap_buf.base = NULL;
+    c->snap_buf.len = 0;
+    *bufs = NULL;
+    *n_bufs = 0;
     return 0;
 }
 
@@ -1808,11 +1819,12 @@ int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg, struc
     /* Auto-recovery would truncate a damaged log and silently drop acknowledged
      * commands; a KMS node must refuse to start instead (and be re-seeded). */
     raft_uv_set_auto_recovery(&c->io, false);
-    c->rfsm.version = 1;
+    c->rfsm.version = 2;
     c->rfsm.data = c;
     c->rfsm.apply = rfsm_apply;
     c->rfsm.snapshot = rfsm_snapshot;
     c->rfsm.restore = rfsm_restore;
+    c->rfsm.snapshot_finalize = rfsm_snapshot_finalize;
     rrv = raft_init(&c->raft, &c->io, &c->rfsm, cfg->id, cfg->address);
     if (rrv != 0) {
         MH_ERROR("raft", "msg=\"raft_init failed\" err=\"%s\" detail=\"%s\"", raft_strerror(rrv),
@@ -1823,7 +1835,7 @@ int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg, struc
     c->raft.data = c;
     raft_set_election_timeout(&c->raft, c->election_timeout_ms);
     raft_set_heartbeat_timeout(&c->raft, cfg->heartbeat_ms ? cfg->heartbeat_ms : 100);
-    raft_set_snapshot_threshold(&c->raft, cfg->snapshot_threshold ? cfg->snapshot_threshold : 1024);
+    raft_set_snapshot_threshold(&c->raft, cfg->snapshot_threshold ? cfg->snapshot_threshold : 8192);
     raft_set_snapshot_trailing(&c->raft, cfg->snapshot_trailing ? cfg->snapshot_trailing : 8192);
     raft_set_pre_vote(&c->raft, true);
     if (c->peer != NULL)

@@ -28,9 +28,10 @@
  * not see.
  *
  * Details that raft 0.15 imposes (see the report of issue 3 and tech-notes 1):
- * - FSM: struct raft_fsm version 1. Snapshots are serialized on the loop thread
- *   (mh_fsm_snapshot) every snapshot_threshold entries; restore uses
- *   mh_fsm_restore. The FSM's apply index is raft_last_applied() + 1.
+ * - FSM: struct raft_fsm version 2. Snapshots are serialized on the loop thread
+ *   (mh_fsm_snapshot) every snapshot_threshold entries into a buffer the cluster
+ *   owns; restore uses mh_fsm_restore. (Version 3, serializing on the thread pool,
+ *   needs io->async_work, which Debian's raft_uv 0.15 lacks.) The FSM's apply index is raft_last_applied() + 1.
  * - Entries: raft 0.15's segment writer needs entry lengths that are multiples of
  *   8 (its assert is compiled out in Debian's build, and odd lengths silently
  *   corrupt the log on disk). Proposals are padded with an unknown protobuf field
@@ -79,7 +80,7 @@ struct mh_cluster_config {
     struct mh_peer *peer;                    /* NULL: single voter without sockets (tests) */
     unsigned election_timeout_ms;            /* 0: 1000 */
     unsigned heartbeat_ms;                   /* 0: 100 */
-    unsigned snapshot_threshold;             /* 0: 1024 entries */
+    unsigned snapshot_threshold;             /* 0: 8192 entries */
     unsigned snapshot_trailing;              /* 0: 8192 entries */
     unsigned forward_timeout_ms;             /* a forwarded proposal's limit; 0: 10000 */
 };

@@ -1285,14 +1285,31 @@ static int dump_db(struct mh_fsm *fsm, MDB_txn *txn, enum mh_store_db db, struct
     return count == stat.ms_entries ? 0 : MH_ESTORE;
 }
 
-int mh_fsm_snapshot(struct mh_fsm *fsm, uint8_t **out, size_t *len)
+struct mh_fsm_snap {
+    struct mh_fsm *fsm;
+    MDB_txn *txn; /* read-only; MDB_NOTLS lets it move to the writing thread */
+};
+
+int mh_fsm_snapshot_begin(struct mh_fsm *fsm, struct mh_fsm_snap **out)
+{
+    *out = NULL;
+    struct mh_fsm_snap *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return MH_ENOMEM;
+    int rc = mdb_txn_begin(mh_store_env(fsm->st), NULL, MDB_RDONLY, &s->txn);
+    if (rc != 0) {
+        free(s);
+        return lmdb_fail("txn_begin_ro", rc);
+    }
+    s->fsm = fsm;
+    *out = s;
+    return 0;
+}
+
+int mh_fsm_snapshot_write(struct mh_fsm_snap *s, uint8_t **out, size_t *len)
 {
     *out = NULL;
     *len = 0;
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(mh_store_env(fsm->st), NULL, MDB_RDONLY, &txn);
-    if (rc != 0)
-        return lmdb_fail("txn_begin_ro", rc);
     struct mh_buf b = {0};
     int rv = mh_buf_append(&b, SNAP_MAGIC, 8);
     if (rv == 0)
@@ -1300,8 +1317,7 @@ int mh_fsm_snapshot(struct mh_fsm *fsm, uint8_t **out, size_t *len)
     if (rv == 0)
         rv = mh_buf_append_u32be(&b, MH_STORE_NDB);
     for (int db = 0; rv == 0 && db < MH_STORE_NDB; db++)
-        rv = dump_db(fsm, txn, (enum mh_store_db)db, &b);
-    mdb_txn_abort(txn);
+        rv = dump_db(s->fsm, s->txn, (enum mh_store_db)db, &b);
     uint8_t *h = NULL;
     if (rv == 0)
         rv = mh_buf_extend(&b, SNAP_HASH_LEN, &h);
@@ -1313,6 +1329,25 @@ int mh_fsm_snapshot(struct mh_fsm *fsm, uint8_t **out, size_t *len)
     }
     *out = mh_buf_steal(&b, len);
     return 0;
+}
+
+void mh_fsm_snapshot_end(struct mh_fsm_snap *s)
+{
+    if (s == NULL)
+        return;
+    mdb_txn_abort(s->txn);
+    free(s);
+}
+
+int mh_fsm_snapshot(struct mh_fsm *fsm, uint8_t **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    struct mh_fsm_snap *s;
+    MH_TRY(mh_fsm_snapshot_begin(fsm, &s));
+    int rv = mh_fsm_snapshot_write(s, out, len);
+    mh_fsm_snapshot_end(s);
+    return rv;
 }
 
 static int load_db(struct mh_fsm *fsm, MDB_txn *txn, enum mh_store_db db, struct mh_cursor *c)

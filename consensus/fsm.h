@@ -90,4 +90,15 @@ MH_MUST_USE int mh_fsm_apply(struct mh_fsm *fsm, uint64_t index, const uint8_t *
 MH_MUST_USE int mh_fsm_snapshot(struct mh_fsm *fsm, uint8_t **out, size_t *len);
 MH_MUST_USE int mh_fsm_restore(struct mh_fsm *fsm, const uint8_t *buf, size_t len);
 
+/* The same snapshot in three steps, so that serializing a large state does not hold
+ * the loop (raft_fsm version 3): begin (loop thread, between applies) takes a
+ * consistent read view of the state as applied so far; write (any one thread, while
+ * applies go on) serializes that view exactly as mh_fsm_snapshot would have at begin;
+ * end (loop thread) releases the view. Every begin that succeeded needs one end.
+ * Errors: MH_ESTORE, MH_ENOMEM. */
+struct mh_fsm_snap;
+MH_MUST_USE int mh_fsm_snapshot_begin(struct mh_fsm *fsm, struct mh_fsm_snap **out);
+MH_MUST_USE int mh_fsm_snapshot_write(struct mh_fsm_snap *s, uint8_t **out, size_t *len);
+void mh_fsm_snapshot_end(struct mh_fsm_snap *s);
+
 #endif

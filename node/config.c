@@ -317,7 +317,7 @@ int mh_config_load(const char *path, struct mh_config *cfg, char *err, size_t er
     strcpy(cfg->raft_address, "127.0.0.1:9443");
     cfg->election_timeout_ms = 1000;
     cfg->heartbeat_ms = 100;
-    cfg->snapshot_threshold = 1024;
+    cfg->snapshot_threshold = 8192;
     cfg->snapshot_trailing = 8192;
     cfg->retention_days_default = 90;
     cfg->max_versions_per_key = 100;

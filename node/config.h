@@ -32,7 +32,7 @@ struct mh_config {
     char raft_address[128];       /* default 127.0.0.1:9443 */
     unsigned election_timeout_ms; /* default 1000 */
     unsigned heartbeat_ms;        /* default 100 */
-    unsigned snapshot_threshold;  /* default 1024 */
+    unsigned snapshot_threshold;  /* default 8192 */
     unsigned snapshot_trailing;   /* default 8192 */
     /* The peer channel's identity; default: [api] cert, key and client_ca. */
     char raft_cert[512], raft_key[512], raft_ca[512];
