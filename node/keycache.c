@@ -108,29 +108,54 @@ uint64_t mh_keycache_epoch(struct mh_keycache *kc)
     return e;
 }
 
-int mh_keycache_get(struct mh_keycache *kc, const struct mh_domain *d,
-                    const Mhsm__Internal__KeyVersionRecord *rec, struct mh_key **out,
-                    uint64_t epoch)
+/* "name/version" of |rec| into |id| (sized like entry.id) and its hash. */
+static int make_id(const Mhsm__Internal__KeyVersionRecord *rec, char *id, uint64_t *h)
 {
-    char id[sizeof(((struct entry *)0)->id)];
     size_t nl = strlen(rec->name), vl = strlen(rec->version);
     if (nl > MH_KEY_NAME_MAX || vl > MH_VERSION_LEN)
         return MH_EINVAL;
     memcpy(id, rec->name, nl);
     id[nl] = '/';
     memcpy(id + nl + 1, rec->version, vl + 1);
-    uint64_t h = fnv1a(id);
+    *h = fnv1a(id);
+    return 0;
+}
 
+/* A new reference to the cached key of |id|, or NULL. */
+static struct mh_key *lookup(struct mh_keycache *kc, const char *id, uint64_t h)
+{
+    struct mh_key *k = NULL;
     pthread_mutex_lock(&kc->mu);
     struct entry *e = find(kc, id, h);
     if (e != NULL) {
         lru_unlink(kc, e);
         lru_push(kc, e);
-        *out = mh_key_ref(e->key);
-        pthread_mutex_unlock(&kc->mu);
-        return 0;
+        k = mh_key_ref(e->key);
     }
     pthread_mutex_unlock(&kc->mu);
+    return k;
+}
+
+int mh_keycache_peek(struct mh_keycache *kc, const Mhsm__Internal__KeyVersionRecord *rec,
+                     struct mh_key **out)
+{
+    char id[sizeof(((struct entry *)0)->id)];
+    uint64_t h;
+    MH_TRY(make_id(rec, id, &h));
+    *out = lookup(kc, id, h);
+    return *out != NULL ? 0 : MH_ENOTFOUND;
+}
+
+int mh_keycache_get(struct mh_keycache *kc, const struct mh_domain *d,
+                    const Mhsm__Internal__KeyVersionRecord *rec, struct mh_key **out,
+                    uint64_t epoch)
+{
+    char id[sizeof(((struct entry *)0)->id)];
+    uint64_t h;
+    MH_TRY(make_id(rec, id, &h));
+    *out = lookup(kc, id, h);
+    if (*out != NULL)
+        return 0;
 
     /* Miss: unseal outside the lock (RSA import takes a while). Two threads may
      * race to unseal the same version; the loser's copy is dropped below. */
@@ -156,7 +181,7 @@ int mh_keycache_get(struct mh_keycache *kc, const struct mh_domain *d,
     ne->hash = h;
     struct mh_key *evicted = NULL;
     pthread_mutex_lock(&kc->mu);
-    e = find(kc, id, h);
+    struct entry *e = find(kc, id, h);
     if (kc->epoch != epoch) { /* an eviction ran since the caller read |rec| */
         pthread_mutex_unlock(&kc->mu);
         free(ne);

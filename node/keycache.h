@@ -32,6 +32,13 @@ MH_MUST_USE int mh_keycache_get(struct mh_keycache *kc, const struct mh_domain *
                                 const Mhsm__Internal__KeyVersionRecord *rec, struct mh_key **out,
                                 uint64_t epoch);
 
+/* mh_keycache_peek is mh_keycache_get without the miss path: a new reference in
+ * *out when the version of |rec| is cached, else MH_ENOTFOUND (nothing unsealed,
+ * so it is cheap enough for the loop thread). Errors: MH_EINVAL (over-long name
+ * or version: never cached). */
+MH_MUST_USE int mh_keycache_peek(struct mh_keycache *kc,
+                                 const Mhsm__Internal__KeyVersionRecord *rec, struct mh_key **out);
+
 /* The eviction epoch: bumped by every mh_keycache_evict_name. A caller takes it
  * before reading |rec| from the store and passes it to mh_keycache_get, which then
  * does not cache a key unsealed after an eviction that may concern it (a purge

@@ -49,7 +49,14 @@ static void test_cache(void **state)
     make(&b, d, "b", MH_KTY_OCT);
     make(&c, d, "c", MH_KTY_EC);
     struct mh_key *k1 = NULL, *k2 = NULL;
+    /* peek never unseals: a miss stays a miss */
+    assert_int_equal(mh_keycache_peek(kc, &a.rec, &k1), MH_ENOTFOUND);
+    assert_null(k1);
+    assert_int_equal(mh_keycache_size(kc), 0);
     assert_int_equal(mh_keycache_get(kc, d, &a.rec, &k1, mh_keycache_epoch(kc)), 0);
+    assert_int_equal(mh_keycache_peek(kc, &a.rec, &k2), 0);
+    assert_ptr_equal(k1, k2); /* the cached object, a new reference */
+    mh_key_free(k2);
     assert_int_equal(mh_keycache_get(kc, d, &a.rec, &k2, mh_keycache_epoch(kc)), 0);
     assert_ptr_equal(k1, k2); /* second lookup is a hit: the same object */
     assert_int_equal(mh_keycache_size(kc), 1);
@@ -68,6 +75,14 @@ static void test_cache(void **state)
     mh_keycache_evict_name(kc, "a");
     mh_keycache_evict_name(kc, "c");
     assert_int_equal(mh_keycache_size(kc), 0);
+    assert_int_equal(mh_keycache_peek(kc, &b.rec, &k2), MH_ENOTFOUND); /* evicted */
+    /* an over-long name is never cached */
+    char longname[MH_KEY_NAME_MAX + 2];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = 0;
+    b.rec.name = longname;
+    assert_int_equal(mh_keycache_peek(kc, &b.rec, &k2), MH_EINVAL);
+    b.rec.name = b.name;
     /* an epoch taken before an eviction: the key is returned but not cached */
     uint64_t before = mh_keycache_epoch(kc);
     mh_keycache_evict_name(kc, "b");
