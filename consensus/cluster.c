@@ -110,7 +110,13 @@ struct mh_cluster {
     struct applied_wait *applied_waits; /* inbound, parked */
     uint64_t removed_at;                /* uv_now() of the last member removal; 0: none */
     struct mh_fsm_result result;        /* fsm apply -> raft apply cb (same loop turn) */
-    struct raft_buffer snap_buf;        /* the snapshot raft is writing (fsm version 2) */
+    /* the snapshot being taken (fsm version 3) */
+    struct mh_fsm_snap *snap;
+    struct raft_buffer snap_buf;
+    uint64_t snap_index, snap_started;
+    int snap_rc;
+    unsigned async_jobs; /* io_async_work jobs running */
+    bool close_deferred; /* raft_close waits for them */
     struct prop_priv *waiters;
     struct xfer *xfers; /* every transfer ever started, freed at close */
     mh_cluster_domain_fn domain_fn;
@@ -352,46 +358,120 @@ static int rfsm_apply(struct raft_fsm *f, const struct raft_buffer *buf, void **
     return 0;
 }
 
-/* raft_fsm version 2: the snapshot is serialized here, on the loop thread, into a
- * buffer this module owns (no copy into raft's heap); raft compresses and writes it
- * on the thread pool and then calls snapshot_finalize, which frees it. Version 3
- * (serialize on the thread pool from the read view taken here) needs
- * io->async_work, which Debian's raft_uv 0.15 does not have (raft_init refuses:
- * "async snapshot requires io->version > 1"); mh_fsm_snapshot_begin/write/end are
- * ready for it. The loop pays one pass over the state every snapshot_threshold
- * entries. */
+/* raft_fsm version 3: snapshot() takes the FSM's read view on the loop, at
+ * last_applied (raft records that index at the same moment); snapshot_async()
+ * serializes it on libuv's thread pool while applies go on; snapshot_finalize() runs
+ * on the loop once raft wrote the snapshot (or failed to) and releases everything.
+ * The buffer and its one-element array are ours (versions >= 2). Debian's raft_uv
+ * 0.15 has no io->async_work, which version 3 needs: io_async_work below is ours. */
 static int rfsm_snapshot(struct raft_fsm *f, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct mh_cluster *c = f->data;
-    if (c->snap_buf.base != NULL)
+    if (c->snap != NULL)
         return RAFT_BUSY; /* raft takes one at a time; never expected */
-    uv_update_time(c->loop);
-    uint64_t t0 = now_ms(c);
-    uint8_t *data;
-    size_t len;
-    int rv = mh_fsm_snapshot(c->fsm, &data, &len);
+    int rv = mh_fsm_snapshot_begin(c->fsm, &c->snap);
     if (rv < 0) {
         MH_ERROR("raft", "msg=\"snapshot failed\" err=%s", mh_errname(rv));
         return rv == MH_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
     }
+    c->snap_buf.base = NULL;
+    c->snap_buf.len = 0;
+    c->snap_rc = 0;
+    c->snap_index = raft_last_applied(&c->raft);
+    c->snap_started = now_ms(c);
+    *bufs = &c->snap_buf;
+    *n_bufs = 1;
+    return 0;
+}
+
+/* Thread pool: touches only the read view and snap_buf, which the loop leaves alone
+ * until finalize. */
+static int rfsm_snapshot_async(struct raft_fsm *f, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct mh_cluster *c = f->data;
+    uint8_t *data;
+    size_t len;
+    c->snap_rc = mh_fsm_snapshot_write(c->snap, &data, &len);
+    if (c->snap_rc < 0)
+        return c->snap_rc == MH_ENOMEM ? RAFT_NOMEM : RAFT_IOERR;
     c->snap_buf.base = data;
     c->snap_buf.len = len;
     *bufs = &c->snap_buf;
     *n_bufs = 1;
-    uv_update_time(c->loop);
-    MH_INFO("raft", "msg=\"snapshot taken\" bytes=%zu last_applied=%llu loop_ms=%llu", len,
-            (unsigned long long)raft_last_applied(&c->raft), (unsigned long long)(now_ms(c) - t0));
     return 0;
+}
+
+static void snap_release(struct mh_cluster *c)
+{
+    free(c->snap_buf.base);
+    c->snap_buf.base = NULL;
+    c->snap_buf.len = 0;
+    mh_fsm_snapshot_end(c->snap);
+    c->snap = NULL;
 }
 
 static int rfsm_snapshot_finalize(struct raft_fsm *f, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct mh_cluster *c = f->data;
-    free(c->snap_buf.base);
-    c->snap_buf.base = NULL;
-    c->snap_buf.len = 0;
+    if (c->snap_rc < 0)
+        MH_ERROR("raft", "msg=\"snapshot failed\" err=%s", mh_errname(c->snap_rc));
+    else
+        MH_INFO("raft", "msg=\"snapshot taken\" bytes=%zu index=%llu ms=%llu", c->snap_buf.len,
+                (unsigned long long)c->snap_index,
+                (unsigned long long)(now_ms(c) - c->snap_started));
+    snap_release(c);
     *bufs = NULL;
     *n_bufs = 0;
+    return 0;
+}
+
+/* io->async_work on libuv's thread pool. raft_close is deferred while a job runs
+ * (mh_cluster_stop), so raft is alive when the job's callback comes back. */
+struct async_job {
+    uv_work_t w;
+    struct mh_cluster *c;
+    struct raft_io_async_work *req;
+    raft_io_async_work_cb cb;
+    int status;
+};
+
+static void async_run(uv_work_t *w)
+{
+    struct async_job *j = w->data;
+    j->status = j->req->work(j->req);
+}
+
+static void raft_closed(struct raft *r);
+
+static void async_after(uv_work_t *w, int status)
+{
+    struct async_job *j = w->data;
+    struct mh_cluster *c = j->c;
+    c->async_jobs--;
+    j->cb(j->req, status == UV_ECANCELED ? RAFT_CANCELED : j->status);
+    free(j);
+    if (c->close_deferred && c->async_jobs == 0) {
+        c->close_deferred = false;
+        raft_close(&c->raft, raft_closed);
+    }
+}
+
+static int io_async_work(struct raft_io *io, struct raft_io_async_work *req,
+                         raft_io_async_work_cb cb)
+{
+    struct mh_cluster *c = mh_container_of(io, struct mh_cluster, io);
+    struct async_job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return RAFT_NOMEM;
+    j->w.data = j;
+    j->c = c;
+    j->req = req;
+    j->cb = cb;
+    if (uv_queue_work(c->loop, &j->w, async_run, async_after) != 0) {
+        free(j);
+        return RAFT_IOERR;
+    }
+    c->async_jobs++;
     return 0;
 }
 
@@ -1708,6 +1788,8 @@ void mh_cluster_status(struct mh_cluster *c, struct mh_cluster_status *out)
 static void raft_closed(struct raft *r)
 {
     struct mh_cluster *c = r->data;
+    if (c->snap != NULL)
+        snap_release(c); /* raft closed before finalizing */
     raft_uv_close(&c->io);
     while (c->xfers != NULL) {
         struct xfer *x = c->xfers;
@@ -1819,12 +1901,15 @@ int mh_cluster_start(uv_loop_t *loop, const struct mh_cluster_config *cfg, struc
     /* Auto-recovery would truncate a damaged log and silently drop acknowledged
      * commands; a KMS node must refuse to start instead (and be re-seeded). */
     raft_uv_set_auto_recovery(&c->io, false);
-    c->rfsm.version = 2;
+    c->io.version = 2; /* with our async_work (rfsm version 3) */
+    c->io.async_work = io_async_work;
+    c->rfsm.version = 3;
     c->rfsm.data = c;
     c->rfsm.apply = rfsm_apply;
     c->rfsm.snapshot = rfsm_snapshot;
     c->rfsm.restore = rfsm_restore;
     c->rfsm.snapshot_finalize = rfsm_snapshot_finalize;
+    c->rfsm.snapshot_async = rfsm_snapshot_async;
     rrv = raft_init(&c->raft, &c->io, &c->rfsm, cfg->id, cfg->address);
     if (rrv != 0) {
         MH_ERROR("raft", "msg=\"raft_init failed\" err=\"%s\" detail=\"%s\"", raft_strerror(rrv),
@@ -1900,6 +1985,10 @@ void mh_cluster_stop(struct mh_cluster *c, void (*done)(void *arg), void *arg)
     uv_timer_stop(&c->wake);
     uv_timer_stop(&c->push);
     complete_waiters(c, MH_EUNAVAILABLE);
+    if (c->async_jobs > 0) {
+        c->close_deferred = true; /* async_after closes raft */
+        return;
+    }
     raft_close(&c->raft, raft_closed);
 }
 
