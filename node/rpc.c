@@ -298,6 +298,9 @@ struct mh_rpc_server {
     void (*done)(void *);
     void *done_arg;
     uint8_t plain[16384]; /* SSL_read output, wiped after each use */
+    /* conn_pump gathers HTTP/2 frames here so that one TLS record and one write(2)
+     * carry many of them (a response is 2-3 frames); wiped after each use. */
+    uint8_t obuf[16384];
 };
 
 static uint64_t next_call_id;
@@ -1177,6 +1180,16 @@ static void conn_want_close(struct conn *c)
     timer_want(c->srv, c->close_deadline);
 }
 
+/* Encrypts |len| bytes into the write BIO (one TLS record up to 16 KiB); the
+ * caller flushes the BIO once for everything it put. */
+static int tls_put(struct conn *c, const uint8_t *data, size_t len)
+{
+    ERR_clear_error();
+    if (SSL_write(c->ssl, data, (int)len) != (int)len)
+        return MH_ECRYPTO;
+    return 0;
+}
+
 /* Moves whatever nghttp2 and OpenSSL want to send to the socket, within the
  * backpressure limit, and closes the connection when it is finished. */
 static void conn_pump(struct conn *c)
@@ -1184,23 +1197,48 @@ static void conn_pump(struct conn *c)
     if (c->closing || c->in_recv)
         return;
     if (c->h2 != NULL) {
-        while (c->out_pending < OUT_HIGH_WATER) {
+        uint8_t *stage = c->srv->obuf;
+        size_t staged = 0, used = 0;
+        bool failed = false;
+        while (c->out_pending + staged + BIO_ctrl_pending(c->wbio) < OUT_HIGH_WATER) {
             const uint8_t *data;
             ssize_t n = nghttp2_session_mem_send(c->h2, &data);
             if (n < 0) {
                 MH_INFO(COMP, "http2 send failed peer=%s err=%s", c->peer,
                         nghttp2_strerror((int)n));
+                mh_wipe(stage, used);
                 conn_close(c);
                 return;
             }
             if (n == 0)
                 break;
-            ERR_clear_error();
-            if (SSL_write(c->ssl, data, (int)n) != (int)n || flush_wbio(c) < 0) {
-                c->tls_fatal = true;
-                conn_close(c);
-                return;
+            size_t len = (size_t)n;
+            if (staged + len > sizeof c->srv->obuf) {
+                if (tls_put(c, stage, staged) < 0) {
+                    failed = true;
+                    break;
+                }
+                staged = 0;
             }
+            if (len > sizeof c->srv->obuf) {
+                if (tls_put(c, data, len) < 0) {
+                    failed = true;
+                    break;
+                }
+                continue;
+            }
+            memcpy(stage + staged, data, len);
+            staged += len;
+            if (staged > used)
+                used = staged;
+        }
+        if (!failed && staged > 0 && tls_put(c, stage, staged) < 0)
+            failed = true;
+        mh_wipe(stage, used);
+        if (failed) {
+            c->tls_fatal = true;
+            conn_close(c);
+            return;
         }
     }
     if (flush_wbio(c) < 0) {

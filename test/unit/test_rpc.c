@@ -66,7 +66,7 @@ static void h_random(struct mh_rpc_call *call, const ProtobufCMessage *request, 
     (void)data;
     const Mhsm__V1__GetRandomBytesRequest *r = (const void *)request;
     F.random_calls++;
-    if (r->count > 4096) {
+    if (r->count > 65536) {
         mh_rpc_fail(call, MH_GRPC_INVALID_ARGUMENT, "count too large");
         return;
     }
@@ -482,8 +482,10 @@ static void test_unary_and_principal(void **state)
     char amp[160];
     snprintf(amp, sizeof amp, "amplify ERR INTERNAL %s",
              hexstr("request message could not be parsed"));
-    const char *ops[] = {"random:16", "random:0",    "random:4096",   "whoami",
-                         "pad:100",   "amplify:100", "amplify:30000", NULL};
+    /* 40000 and 65536: responses over several DATA frames and TLS records, each
+     * frame bigger than the buffer the transport gathers frames in. */
+    const char *ops[] = {"random:16",   "random:0",      "random:4096",  "whoami",       "pad:100",
+                         "amplify:100", "amplify:30000", "random:40000", "random:65536", NULL};
     py(alice_cert, alice_key, ops, &out);
     const char *want[] = {"random OK 16",
                           "random OK 0",
@@ -492,12 +494,14 @@ static void test_unary_and_principal(void **state)
                           "pad OK",
                           "amplify OK",
                           amp,
+                          "random OK 40000",
+                          "random OK 65536",
                           NULL};
     expect_lines(&out, want);
     assert_string_equal(F.last_principal, "spiffe://test/alice");
     assert_string_equal(F.last_method, "/mhsm.v1.Keys/BackupKey");
     assert_true(strncmp(F.last_peer, "127.0.0.1:", 10) == 0);
-    assert_int_equal(F.random_calls, 5);
+    assert_int_equal(F.random_calls, 7);
 
     /* No SAN: the principal is the SPKI hash, as the openssl CLI computes it. */
     const char *ops2[] = {"whoami", NULL};
