@@ -48,7 +48,9 @@ struct ack_state {
     uint64_t id;
     uint64_t term;  /* the leader term the figures below belong to */
     uint64_t acked; /* highest applied index the member reported */
-    uint64_t asked; /* highest index asked for, answer outstanding */
+    uint64_t asked; /* the index the outstanding request asked for */
+    uint64_t want;  /* highest index a waiting write needs */
+    bool busy;      /* one request outstanding at a time */
 };
 
 /* An AppliedWait this node answers once its FSM applied |index|. */
@@ -1549,6 +1551,8 @@ static struct ack_state *ack_of(struct mh_cluster *c, uint64_t id, bool create)
         slot->term = c->raft.current_term;
         slot->acked = 0;
         slot->asked = 0;
+        slot->want = 0;
+        slot->busy = false; /* an older request's answer is ignored (term) */
     }
     return slot;
 }
@@ -1573,6 +1577,8 @@ static bool members_applied(struct mh_cluster *c, uint64_t index)
     return true;
 }
 
+static void send_applied_wait(struct mh_cluster *c, struct ack_state *a);
+
 struct aw_call {
     struct mh_peer_call call;
     struct mh_cluster *c;
@@ -1592,18 +1598,54 @@ static void applied_wait_done(struct mh_peer_call *call, int rc, const uint8_t *
         return;
     Mhsm__Internal__PeerResponse *r =
         rc == 0 ? mhsm__internal__peer_response__unpack(NULL, len, msg) : NULL;
-    if (r != NULL && r->rc == 0 && r->index > a->acked)
+    bool answered = r != NULL && r->rc == 0;
+    if (answered && r->index > a->acked)
         a->acked = r->index;
     if (r != NULL)
         mhsm__internal__peer_response__free_unpacked(r, NULL);
-    if (a->asked == index && a->acked < index)
-        a->asked = a->acked; /* unanswered: a later write asks again */
+    if (a->busy && a->asked == index) {
+        a->busy = false;
+        /* Writes that came meanwhile need a later index: ask again at once. After a
+         * failure the next write asks; its timeout covers the wait. */
+        if (answered && a->want > a->acked)
+            send_applied_wait(c, a);
+    }
     if (c->waiters != NULL)
         complete_waiters(c, 0);
 }
 
-/* Leader: asks every member that may serve, and has not yet reported |index|, to
- * answer once it has applied it. Failures only leave the timeout to release. */
+/* Sends member |a| one AppliedWait for the highest index a waiting write needs. */
+static void send_applied_wait(struct mh_cluster *c, struct ack_state *a)
+{
+    const struct raft_server *s = find_server(c, a->id);
+    if (s == NULL || c->peer == NULL)
+        return;
+    struct aw_call *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return; /* the election-timeout fallback still holds */
+    w->c = c;
+    w->id = a->id;
+    w->index = a->want;
+    w->term = c->raft.current_term;
+    w->call.data = w;
+    Mhsm__Internal__AppliedWait aw = MHSM__INTERNAL__APPLIED_WAIT__INIT;
+    aw.index = a->want;
+    Mhsm__Internal__PeerRequest pr = MHSM__INTERNAL__PEER_REQUEST__INIT;
+    pr.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_APPLIED_WAIT;
+    pr.applied_wait = &aw;
+    if (send_request(c, a->id, s->address, &pr, c->election_timeout_ms, &w->call,
+                     applied_wait_done) != 0) {
+        free(w);
+        return;
+    }
+    a->asked = a->want;
+    a->busy = true;
+}
+
+/* Leader: every member that may serve, and has not yet reported |index|, is asked to
+ * answer once it has applied it. One request per member is outstanding at a time;
+ * writes that come meanwhile are covered by the next one (the answer names the
+ * member's applied index, which covers every write up to it). */
 static void ask_applied(struct mh_cluster *c, uint64_t index)
 {
     if (c->peer == NULL || raft_state(&c->raft) != RAFT_LEADER)
@@ -1614,27 +1656,12 @@ static void ask_applied(struct mh_cluster *c, uint64_t index)
         if (!needs_ack(c, s))
             continue;
         struct ack_state *a = ack_of(c, s->id, true);
-        if (a == NULL || a->acked >= index || a->asked >= index)
+        if (a == NULL || a->acked >= index)
             continue;
-        struct aw_call *w = calloc(1, sizeof *w);
-        if (w == NULL)
-            return;
-        w->c = c;
-        w->id = s->id;
-        w->index = index;
-        w->term = c->raft.current_term;
-        w->call.data = w;
-        Mhsm__Internal__AppliedWait aw = MHSM__INTERNAL__APPLIED_WAIT__INIT;
-        aw.index = index;
-        Mhsm__Internal__PeerRequest pr = MHSM__INTERNAL__PEER_REQUEST__INIT;
-        pr.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_APPLIED_WAIT;
-        pr.applied_wait = &aw;
-        if (send_request(c, s->id, s->address, &pr, c->election_timeout_ms, &w->call,
-                         applied_wait_done) != 0) {
-            free(w);
-            continue;
-        }
-        a->asked = index;
+        if (index > a->want)
+            a->want = index;
+        if (!a->busy)
+            send_applied_wait(c, a);
     }
 }
 
