@@ -23,11 +23,9 @@
 #include "common/buf.h"
 #include "common/secret.h"
 
-#define GRPC_PREFIX      5u
-#define MAX_RESPONSE     (4u * 1024u * 1024u)
-#define MAX_GRPC_MESSAGE 4096u
-#define MAX_HEADER_LIST  16384u
-#define READ_CHUNK       65536u
+#define GRPC_PREFIX  5u
+#define MAX_RESPONSE (4u * 1024u * 1024u)
+#define READ_CHUNK   65536u
 /* Gather at most this much nghttp2 output before writing it. */
 #define WRITE_BATCH    (256u * 1024u)
 #define BACKOFF_MIN_MS 50u
@@ -54,15 +52,12 @@ struct acall {
     uint64_t deadline; /* ms, monotonic */
     uint64_t timeout_ms;
     /* outcome */
-    int http_status;
-    bool grpc_ct;
-    int grpc_status; /* -1 until seen */
+    struct mh_client_resp_headers hdr;
     bool too_big;
     bool transport;
     int local_status; /* set when we end the call ourselves; -1 otherwise */
     const char *local_msg;
     uint32_t rst_code;
-    struct mh_buf gmsg;
     struct mh_buf body;
     /* framed request follows */
     size_t req_len, req_off;
@@ -85,7 +80,6 @@ struct mh_async_conn {
     char host[256];
     char port[8];
     char authority[300];
-    bool host_is_ip;
     struct sockaddr_storage addr;
     socklen_t addrlen;
     enum conn_state state;
@@ -158,98 +152,29 @@ static void set_err(struct mh_async_conn *c, const char *fmt, ...)
     va_end(ap);
 }
 
-static void ssl_reason(char *out, size_t cap)
-{
-    unsigned long e, last = 0;
-    while ((e = ERR_get_error()) != 0)
-        last = e;
-    if (last == 0) {
-        snprintf(out, cap, "unknown TLS error");
-        return;
-    }
-    const char *r = ERR_reason_error_string(last);
-    if (r != NULL)
-        snprintf(out, cap, "%s", r);
-    else
-        ERR_error_string_n(last, out, cap);
-}
-
 /* ---- TLS context ------------------------------------------------------------ */
 
 int mh_async_tls_new(const struct mh_async_config *cfg, struct mh_async_tls **out, char *errbuf,
                      size_t errlen)
 {
-    char dummy[8];
-    if (errbuf == NULL || errlen == 0) {
-        errbuf = dummy;
-        errlen = sizeof dummy;
-    }
-    errbuf[0] = 0;
     *out = NULL;
-    if ((cfg->cert_file == NULL) != (cfg->key_file == NULL)) {
-        snprintf(errbuf, errlen, "a client certificate needs its key and the other way round");
-        return MH_EINVAL;
-    }
+    SSL_CTX *ctx;
+    MH_TRY(
+        mh_client_tls_ctx_new(cfg->ca_file, cfg->cert_file, cfg->key_file, &ctx, errbuf, errlen));
     struct mh_async_tls *t = calloc(1, sizeof *t);
-    if (t == NULL)
+    if (t == NULL) {
+        SSL_CTX_free(ctx);
         return MH_ENOMEM;
-    int rv = MH_ENOMEM;
-    t->ctx = SSL_CTX_new(TLS_client_method());
-    if (t->ctx == NULL)
-        goto err_after_alloc;
-    rv = MH_ECERT;
-    if (SSL_CTX_set_min_proto_version(t->ctx, TLS1_3_VERSION) != 1)
-        goto err_after_ctx;
-    SSL_CTX_set_options(t->ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    }
+    t->ctx = ctx;
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                  SSL_MODE_RELEASE_BUFFERS);
     /* Without read-ahead OpenSSL reads each record's 5-byte header and its body with two
      * read(2)s: that alone was most of the client's system time. */
     SSL_CTX_set_read_ahead(t->ctx, 1);
     SSL_CTX_set_default_read_buffer_len(t->ctx, READ_CHUNK);
-    SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
-    static const unsigned char alpn[] = {2, 'h', '2'};
-    if (SSL_CTX_set_alpn_protos(t->ctx, alpn, sizeof alpn) != 0)
-        goto err_after_ctx;
-    char why[256];
-    if (cfg->ca_file != NULL) {
-        if (SSL_CTX_load_verify_locations(t->ctx, cfg->ca_file, NULL) != 1) {
-            ssl_reason(why, sizeof why);
-            snprintf(errbuf, errlen, "cannot load CA file %s: %s", cfg->ca_file, why);
-            goto err_after_ctx;
-        }
-    } else if (SSL_CTX_set_default_verify_paths(t->ctx) != 1) {
-        ssl_reason(why, sizeof why);
-        snprintf(errbuf, errlen, "cannot load the system CA store: %s", why);
-        goto err_after_ctx;
-    }
-    if (cfg->cert_file != NULL) {
-        if (SSL_CTX_use_certificate_chain_file(t->ctx, cfg->cert_file) != 1) {
-            ssl_reason(why, sizeof why);
-            snprintf(errbuf, errlen, "cannot load certificate %s: %s", cfg->cert_file, why);
-            goto err_after_ctx;
-        }
-        if (SSL_CTX_use_PrivateKey_file(t->ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1) {
-            ssl_reason(why, sizeof why);
-            snprintf(errbuf, errlen, "cannot load key %s: %s", cfg->key_file, why);
-            goto err_after_ctx;
-        }
-        if (SSL_CTX_check_private_key(t->ctx) != 1) {
-            ERR_clear_error();
-            snprintf(errbuf, errlen, "key %s does not match certificate %s", cfg->key_file,
-                     cfg->cert_file);
-            goto err_after_ctx;
-        }
-    }
     *out = t;
     return 0;
-
-err_after_ctx:
-    SSL_CTX_free(t->ctx);
-    ERR_clear_error();
-err_after_alloc:
-    free(t);
-    return rv;
 }
 
 void mh_async_tls_free(struct mh_async_tls *t)
@@ -285,7 +210,7 @@ size_t mh_async_loop_inflight(const struct mh_async_loop *l)
 
 static void call_free(struct acall *a)
 {
-    mh_buf_free(&a->gmsg);
+    mh_buf_free(&a->hdr.gmsg);
     mh_buf_free(&a->body);
     mh_wipe(a->req, a->req_len);
     free(a);
@@ -308,42 +233,6 @@ static void end_local(struct mh_async_loop *l, struct acall *a, int status, cons
 
 /* ---- outcome ------------------------------------------------------------------ */
 
-/* gRPC status for an HTTP status without grpc-status (grpc doc/http-grpc-status-mapping.md). */
-static int status_of_http(int http)
-{
-    switch (http) {
-    case 400:
-        return MH_CLIENT_INTERNAL;
-    case 401:
-        return MH_CLIENT_UNAUTHENTICATED;
-    case 403:
-        return MH_CLIENT_PERMISSION_DENIED;
-    case 404:
-        return MH_CLIENT_UNIMPLEMENTED;
-    case 429:
-    case 502:
-    case 503:
-    case 504:
-        return MH_CLIENT_UNAVAILABLE;
-    default:
-        return MH_CLIENT_UNKNOWN;
-    }
-}
-
-static int status_of_rst(uint32_t code)
-{
-    switch (code) {
-    case NGHTTP2_REFUSED_STREAM:
-        return MH_CLIENT_UNAVAILABLE;
-    case NGHTTP2_CANCEL:
-        return MH_CLIENT_CANCELLED;
-    case NGHTTP2_ENHANCE_YOUR_CALM:
-        return MH_CLIENT_RESOURCE_EXHAUSTED;
-    default:
-        return MH_CLIENT_INTERNAL;
-    }
-}
-
 /* Runs the callback of one finished call and frees it. */
 static void complete(struct acall *a)
 {
@@ -358,18 +247,18 @@ static void complete(struct acall *a)
     } else if (a->too_big) {
         r.status = MH_CLIENT_RESOURCE_EXHAUSTED;
         r.message = "response too large";
-    } else if (a->grpc_status >= 0) {
-        r.status = a->grpc_status;
-        if (r.status != 0 && a->gmsg.len > 0 &&
-            mh_client_percent_decode((const char *)a->gmsg.data, a->gmsg.len, &msg) == 0 &&
+    } else if (a->hdr.grpc_status >= 0) {
+        r.status = a->hdr.grpc_status;
+        if (r.status != 0 && a->hdr.gmsg.len > 0 &&
+            mh_client_percent_decode((const char *)a->hdr.gmsg.data, a->hdr.gmsg.len, &msg) == 0 &&
             mh_buf_append_u8(&msg, 0) == 0)
             r.message = (const char *)msg.data;
-    } else if (a->http_status != 0 && a->http_status != 200) {
-        r.status = status_of_http(a->http_status);
-        snprintf(detail, sizeof detail, "HTTP status %d", a->http_status);
+    } else if (a->hdr.http_status != 0 && a->hdr.http_status != 200) {
+        r.status = mh_client_status_of_http(a->hdr.http_status);
+        snprintf(detail, sizeof detail, "HTTP status %d", a->hdr.http_status);
         r.message = detail;
     } else if (a->rst_code != NGHTTP2_NO_ERROR) {
-        r.status = status_of_rst(a->rst_code);
+        r.status = mh_client_status_of_rst(a->rst_code);
         snprintf(detail, sizeof detail, "stream reset by the server (%s)",
                  nghttp2_http2_strerror(a->rst_code));
         r.message = detail;
@@ -378,7 +267,7 @@ static void complete(struct acall *a)
         r.message = "server sent no grpc-status";
     }
     if (r.status == MH_CLIENT_OK && a->local_status < 0) {
-        if (!a->grpc_ct) {
+        if (!a->hdr.grpc_ct) {
             r.status = MH_CLIENT_INTERNAL;
             r.message = "response content-type is not application/grpc";
         } else if (a->desc != NULL &&
@@ -425,11 +314,6 @@ static ssize_t read_request(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
     return (ssize_t)n;
 }
 
-static bool name_is(const uint8_t *name, size_t len, const char *lit, size_t litlen)
-{
-    return len == litlen && memcmp(name, lit, litlen) == 0;
-}
-
 static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
@@ -440,30 +324,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     struct acall *a = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
     if (a == NULL)
         return 0;
-    if (name_is(name, namelen, ":status", 7)) {
-        int v = 0;
-        for (size_t i = 0; i < valuelen && i < 3; i++)
-            v = v * 10 + (value[i] >= '0' && value[i] <= '9' ? value[i] - '0' : 0);
-        a->http_status = v;
-    } else if (name_is(name, namelen, "content-type", 12)) {
-        a->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
-                     (valuelen == 16 || value[16] == '+' || value[16] == ';');
-    } else if (name_is(name, namelen, "grpc-status", 11)) {
-        int v = 0;
-        bool ok = valuelen > 0 && valuelen <= 3;
-        for (size_t i = 0; ok && i < valuelen; i++) {
-            if (value[i] < '0' || value[i] > '9')
-                ok = false;
-            else
-                v = v * 10 + (value[i] - '0');
-        }
-        a->grpc_status = ok ? v : MH_CLIENT_UNKNOWN;
-    } else if (name_is(name, namelen, "grpc-message", 12)) {
-        mh_buf_truncate(&a->gmsg, 0);
-        size_t n = valuelen < MAX_GRPC_MESSAGE ? valuelen : MAX_GRPC_MESSAGE;
-        if (mh_buf_append(&a->gmsg, value, n) < 0)
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
-    }
+    if (mh_client_take_header(&a->hdr, name, namelen, value, valuelen) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     return 0;
 }
 
@@ -510,33 +372,12 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
     return 0;
 }
 
+/* The connection window (stream 0) is raised to 16 MiB: under load many streams'
+ * responses share it, and the 64 KiB default would stall them. */
 static int h2_session_new(struct mh_async_conn *c)
 {
-    nghttp2_session_callbacks *cb;
-    if (nghttp2_session_callbacks_new(&cb) != 0)
-        return MH_ENOMEM;
-    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-    nghttp2_option *opt;
-    if (nghttp2_option_new(&opt) != 0) {
-        nghttp2_session_callbacks_del(cb);
-        return MH_ENOMEM;
-    }
-    nghttp2_option_set_max_send_header_block_length(opt, 65536);
-    int r = nghttp2_session_client_new2(&c->h2, cb, c, opt);
-    nghttp2_option_del(opt);
-    nghttp2_session_callbacks_del(cb);
-    if (r != 0)
-        return MH_ENOMEM;
-    nghttp2_settings_entry iv[] = {
-        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST},
-        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1u << 20},
-    };
-    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0 ||
-        nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, 1 << 24) != 0)
+    MH_TRY(mh_client_h2_new(&c->h2, on_header, on_data, on_frame_recv, on_stream_close, c, NULL));
+    if (nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, 1 << 24) != 0)
         return MH_ENOMEM;
     return 0;
 }
@@ -575,23 +416,11 @@ static void conn_lost(struct mh_async_conn *c, bool graceful)
                       true);
         }
     }
-    if (c->h2 != NULL) {
-        nghttp2_session_del(c->h2);
-        c->h2 = NULL;
-    }
-    if (c->ssl != NULL) {
-        SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->fd >= 0) {
-        close(c->fd); /* also removes it from epoll */
-        c->fd = -1;
-    }
+    mh_client_transport_close(&c->h2, &c->ssl, &c->fd); /* closing fd leaves epoll too */
     c->ev = 0;
     mh_buf_free(&c->out);
     c->out_off = 0;
     c->goaway = false;
-    ERR_clear_error();
     c->state = CS_WAIT;
     if (graceful) {
         c->retry_at = now_ms();
@@ -699,7 +528,7 @@ static void handshake_step(struct mh_async_conn *c)
     default: {
         char why[200];
         long vr = SSL_get_verify_result(c->ssl);
-        ssl_reason(why, sizeof why);
+        mh_client_tls_reason(why, sizeof why);
         if (vr != X509_V_OK)
             set_err(c, "TLS handshake with %s: server certificate refused: %s", c->authority,
                     X509_verify_cert_error_string(vr));
@@ -723,15 +552,8 @@ static void connect_done(struct mh_async_conn *c)
         return;
     }
     c->ssl = SSL_new(c->tls->ctx);
-    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1)
+    if (c->ssl == NULL || mh_client_tls_attach(c->ssl, c->fd, c->host) < 0)
         goto err_nomem;
-    if (c->host_is_ip) {
-        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), c->host) != 1)
-            goto err_nomem;
-    } else if (SSL_set1_host(c->ssl, c->host) != 1 ||
-               SSL_set_tlsext_host_name(c->ssl, c->host) != 1) {
-        goto err_nomem;
-    }
     SSL_set_connect_state(c->ssl);
     c->state = CS_HANDSHAKE;
     handshake_step(c);
@@ -778,7 +600,7 @@ static void conn_read(struct mh_async_conn *c)
             return;
         default: {
             char why[200];
-            ssl_reason(why, sizeof why);
+            mh_client_tls_reason(why, sizeof why);
             set_err(c, "TLS with %s: %s", c->authority, why);
             conn_lost(c, false);
             return;
@@ -890,7 +712,6 @@ int mh_async_conn_new(struct mh_async_loop *l, struct mh_async_tls *tls, const c
     }
     unsigned char ipbuf[16];
     bool v6 = inet_pton(AF_INET6, c->host, ipbuf) == 1;
-    c->host_is_ip = v6 || inet_pton(AF_INET, c->host, ipbuf) == 1;
     snprintf(c->authority, sizeof c->authority, v6 ? "[%s]:%s" : "%s:%s", c->host, c->port);
     struct addrinfo hints = {
         .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
@@ -968,7 +789,7 @@ int mh_async_call(struct mh_async_conn *c, const char *path, const uint8_t *msg,
     a->ud = ud;
     a->timeout_ms = timeout_ms != 0 ? timeout_ms : 1;
     a->deadline = now_ms() + a->timeout_ms;
-    a->grpc_status = -1;
+    a->hdr.grpc_status = -1;
     a->local_status = -1;
     a->req_len = GRPC_PREFIX + len;
     a->req[0] = 0;
@@ -1064,12 +885,7 @@ void mh_async_loop_free(struct mh_async_loop *l)
         struct mh_async_conn *nx = c->next;
         drop_list(l, &c->pending);
         drop_list(l, &c->active);
-        if (c->h2 != NULL)
-            nghttp2_session_del(c->h2);
-        if (c->ssl != NULL)
-            SSL_free(c->ssl);
-        if (c->fd >= 0)
-            close(c->fd);
+        mh_client_transport_close(&c->h2, &c->ssl, &c->fd);
         mh_buf_free(&c->out);
         free(c);
         c = nx;

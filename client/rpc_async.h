@@ -3,7 +3,8 @@
  * Built for load generation (mhsm-bench): one epoll loop per thread drives any number
  * of connections; each connection is non-blocking TCP + TLS 1.3 (ALPN h2, optional
  * client certificate, the server verified against the CA and the endpoint's host name
- * or IP exactly like rpc_client) + one nghttp2 client session carrying many streams.
+ * or IP by rpc_client's own code: mh_client_tls_ctx_new, mh_client_tls_attach) + one
+ * nghttp2 client session carrying many streams.
  * Output that nghttp2 produces during one loop iteration is gathered and written with
  * one SSL_write; input is read in 64 KiB chunks.
  *
@@ -60,7 +61,8 @@ struct mh_async_result {
 
 typedef void (*mh_async_cb)(const struct mh_async_result *r, void *ud);
 
-/* mh_async_tls_new builds the shared TLS 1.3 client context (ALPN "h2"). On failure
+/* mh_async_tls_new builds the shared TLS 1.3 client context (ALPN "h2";
+ * mh_client_tls_ctx_new, plus partial writes and read-ahead). On failure
  * *out is NULL and a reason (file names and OpenSSL's reason) is written to |errbuf|.
  * Errors: MH_EINVAL (key without certificate), MH_ECERT (unreadable or mismatched
  * certificate, key or CA), MH_ENOMEM. */

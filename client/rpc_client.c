@@ -31,12 +31,9 @@
 
 struct call_state {
     int32_t stream_id;
-    bool closed;        /* on_stream_close ran */
-    uint32_t rst_code;  /* error code of on_stream_close */
-    int http_status;    /* :status, 0 until seen */
-    bool grpc_ct;       /* content-type application/grpc[...] seen */
-    int grpc_status;    /* -1 until seen */
-    struct mh_buf gmsg; /* raw grpc-message */
+    bool closed;       /* on_stream_close ran */
+    uint32_t rst_code; /* error code of on_stream_close */
+    struct mh_client_resp_headers hdr;
     struct mh_buf body; /* reassembled DATA */
     size_t body_cap;    /* GRPC_PREFIX + max_response */
     bool too_big;       /* body over the cap: stream reset by us */
@@ -285,8 +282,7 @@ static void set_err(struct mh_client *c, const char *fmt, ...)
     va_end(ap);
 }
 
-/* The deepest OpenSSL reason on the error queue (the queue is cleared). */
-static void ssl_reason(char *out, size_t cap)
+void mh_client_tls_reason(char *out, size_t cap)
 {
     unsigned long e, last = 0;
     while ((e = ERR_get_error()) != 0)
@@ -339,6 +335,87 @@ static int wait_fd(int fd, short events, uint64_t deadline)
     }
 }
 
+/* ---- TLS shared with rpc_async ------------------------------------------- */
+
+int mh_client_tls_ctx_new(const char *ca_file, const char *cert_file, const char *key_file,
+                          SSL_CTX **out, char *errbuf, size_t errlen)
+{
+    char dummy[8];
+    if (errbuf == NULL || errlen == 0) {
+        errbuf = dummy;
+        errlen = sizeof dummy;
+    }
+    errbuf[0] = 0;
+    *out = NULL;
+    if ((cert_file == NULL) != (key_file == NULL)) {
+        snprintf(errbuf, errlen, "a client certificate needs its key and the other way round");
+        return MH_EINVAL;
+    }
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return MH_ENOMEM;
+    int rv = MH_ECERT;
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1)
+        goto err_after_ctx;
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    static const unsigned char alpn[] = {2, 'h', '2'};
+    if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn) != 0)
+        goto err_after_ctx;
+    char why[256];
+    if (ca_file != NULL) {
+        if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+            mh_client_tls_reason(why, sizeof why);
+            snprintf(errbuf, errlen, "cannot load CA file %s: %s", ca_file, why);
+            goto err_after_ctx;
+        }
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        mh_client_tls_reason(why, sizeof why);
+        snprintf(errbuf, errlen, "cannot load the system CA store: %s", why);
+        goto err_after_ctx;
+    }
+    if (cert_file != NULL) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+            mh_client_tls_reason(why, sizeof why);
+            snprintf(errbuf, errlen, "cannot load certificate %s: %s", cert_file, why);
+            goto err_after_ctx;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+            mh_client_tls_reason(why, sizeof why);
+            snprintf(errbuf, errlen, "cannot load key %s: %s", key_file, why);
+            goto err_after_ctx;
+        }
+        if (SSL_CTX_check_private_key(ctx) != 1) {
+            ERR_clear_error();
+            snprintf(errbuf, errlen, "key %s does not match certificate %s", key_file, cert_file);
+            goto err_after_ctx;
+        }
+    }
+    *out = ctx;
+    return 0;
+
+err_after_ctx:
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return rv;
+}
+
+int mh_client_tls_attach(SSL *ssl, int fd, const char *host)
+{
+    if (SSL_set_fd(ssl, fd) != 1)
+        return MH_ENOMEM;
+    /* An address literal is checked against IP SANs (and is no valid SNI name). */
+    unsigned char ipbuf[16];
+    if (inet_pton(AF_INET, host, ipbuf) == 1 || inet_pton(AF_INET6, host, ipbuf) == 1) {
+        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) != 1)
+            return MH_ENOMEM;
+        return 0;
+    }
+    if (SSL_set1_host(ssl, host) != 1 || SSL_set_tlsext_host_name(ssl, host) != 1)
+        return MH_ENOMEM;
+    return 0;
+}
+
 /* ---- setup ------------------------------------------------------------- */
 
 int mh_client_new(const struct mh_client_config *cfg, struct mh_client **out, char *errbuf,
@@ -367,81 +444,41 @@ int mh_client_new(const struct mh_client_config *cfg, struct mh_client **out, ch
         snprintf(c->authority, sizeof c->authority, "[%s]:%s", c->host, c->port);
     else
         snprintf(c->authority, sizeof c->authority, "%s:%s", c->host, c->port);
-    if ((cfg->cert_file == NULL) != (cfg->key_file == NULL)) {
-        snprintf(errbuf, errlen, "a client certificate needs its key and the other way round");
+    rv =
+        mh_client_tls_ctx_new(cfg->ca_file, cfg->cert_file, cfg->key_file, &c->ctx, errbuf, errlen);
+    if (rv < 0)
         goto err_after_alloc;
-    }
-    rv = MH_ENOMEM;
-    c->ctx = SSL_CTX_new(TLS_client_method());
-    if (c->ctx == NULL)
-        goto err_after_alloc;
-    rv = MH_ECERT;
-    if (SSL_CTX_set_min_proto_version(c->ctx, TLS1_3_VERSION) != 1)
-        goto err_after_ctx;
-    SSL_CTX_set_options(c->ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
-    static const unsigned char alpn[] = {2, 'h', '2'};
-    if (SSL_CTX_set_alpn_protos(c->ctx, alpn, sizeof alpn) != 0)
-        goto err_after_ctx;
-    char why[256];
-    if (cfg->ca_file != NULL) {
-        if (SSL_CTX_load_verify_locations(c->ctx, cfg->ca_file, NULL) != 1) {
-            ssl_reason(why, sizeof why);
-            snprintf(errbuf, errlen, "cannot load CA file %s: %s", cfg->ca_file, why);
-            goto err_after_ctx;
-        }
-    } else if (SSL_CTX_set_default_verify_paths(c->ctx) != 1) {
-        ssl_reason(why, sizeof why);
-        snprintf(errbuf, errlen, "cannot load the system CA store: %s", why);
-        goto err_after_ctx;
-    }
-    if (cfg->cert_file != NULL) {
-        if (SSL_CTX_use_certificate_chain_file(c->ctx, cfg->cert_file) != 1) {
-            ssl_reason(why, sizeof why);
-            snprintf(errbuf, errlen, "cannot load certificate %s: %s", cfg->cert_file, why);
-            goto err_after_ctx;
-        }
-        if (SSL_CTX_use_PrivateKey_file(c->ctx, cfg->key_file, SSL_FILETYPE_PEM) != 1) {
-            ssl_reason(why, sizeof why);
-            snprintf(errbuf, errlen, "cannot load key %s: %s", cfg->key_file, why);
-            goto err_after_ctx;
-        }
-        if (SSL_CTX_check_private_key(c->ctx) != 1) {
-            ERR_clear_error();
-            snprintf(errbuf, errlen, "key %s does not match certificate %s", cfg->key_file,
-                     cfg->cert_file);
-            goto err_after_ctx;
-        }
-        c->has_cert = true;
-    }
+    c->has_cert = cfg->cert_file != NULL;
     *out = c;
     return 0;
 
-err_after_ctx:
-    SSL_CTX_free(c->ctx);
-    ERR_clear_error();
 err_after_alloc:
     free(c);
     return rv;
 }
 
+void mh_client_transport_close(nghttp2_session **h2, SSL **ssl, int *fd)
+{
+    if (*h2 != NULL) {
+        nghttp2_session_del(*h2);
+        *h2 = NULL;
+    }
+    if (*ssl != NULL) {
+        SSL_free(*ssl);
+        *ssl = NULL;
+    }
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    ERR_clear_error();
+}
+
 static void disconnect(struct mh_client *c)
 {
-    if (c->h2 != NULL) {
-        nghttp2_session_del(c->h2);
-        c->h2 = NULL;
-    }
-    if (c->ssl != NULL) {
-        SSL_free(c->ssl);
-        c->ssl = NULL;
-    }
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
+    mh_client_transport_close(&c->h2, &c->ssl, &c->fd);
     c->goaway = false;
     c->peer_spoke = false;
-    ERR_clear_error();
 }
 
 /* ---- socket and TLS I/O ------------------------------------------------- */
@@ -524,7 +561,7 @@ static int ssl_wait(struct mh_client *c, int ssl_rv, uint64_t deadline, const ch
     case SSL_ERROR_SSL:
     default: {
         long vr = SSL_get_verify_result(c->ssl);
-        ssl_reason(why, sizeof why);
+        mh_client_tls_reason(why, sizeof why);
         if (vr != X509_V_OK) {
             set_err(c, "%s: server certificate refused: %s", what,
                     X509_verify_cert_error_string(vr));
@@ -548,19 +585,9 @@ static int ssl_wait(struct mh_client *c, int ssl_rv, uint64_t deadline, const ch
 static int tls_connect(struct mh_client *c, uint64_t deadline)
 {
     c->ssl = SSL_new(c->ctx);
-    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+    if (c->ssl == NULL || mh_client_tls_attach(c->ssl, c->fd, c->host) < 0) {
         set_err(c, "out of memory");
         return MH_ENOMEM;
-    }
-    unsigned char ipbuf[16];
-    bool is_ip =
-        inet_pton(AF_INET, c->host, ipbuf) == 1 || inet_pton(AF_INET6, c->host, ipbuf) == 1;
-    if (is_ip) {
-        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), c->host) != 1)
-            goto err_nomem;
-    } else {
-        if (SSL_set1_host(c->ssl, c->host) != 1 || SSL_set_tlsext_host_name(c->ssl, c->host) != 1)
-            goto err_nomem;
     }
     for (;;) {
         ERR_clear_error();
@@ -579,10 +606,6 @@ static int tls_connect(struct mh_client *c, uint64_t deadline)
         return MH_EPROTO;
     }
     return 0;
-
-err_nomem:
-    set_err(c, "out of memory");
-    return MH_ENOMEM;
 }
 
 static int ssl_write_all(struct mh_client *c, const uint8_t *p, size_t len, uint64_t deadline)
@@ -666,12 +689,6 @@ static ssize_t read_request(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
     return (ssize_t)n;
 }
 
-static bool name_is(const uint8_t *name, size_t len, const char *lit)
-{
-    size_t l = strlen(lit);
-    return len == l && memcmp(name, lit, l) == 0;
-}
-
 static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
@@ -681,30 +698,8 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     struct call_state *cs = c->cs;
     if (cs == NULL || frame->hd.type != NGHTTP2_HEADERS || frame->hd.stream_id != cs->stream_id)
         return 0;
-    if (name_is(name, namelen, ":status")) {
-        int v = 0;
-        for (size_t i = 0; i < valuelen && i < 3; i++)
-            v = v * 10 + (value[i] >= '0' && value[i] <= '9' ? value[i] - '0' : 0);
-        cs->http_status = v;
-    } else if (name_is(name, namelen, "content-type")) {
-        cs->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
-                      (valuelen == 16 || value[16] == '+' || value[16] == ';');
-    } else if (name_is(name, namelen, "grpc-status")) {
-        int v = 0;
-        bool ok = valuelen > 0 && valuelen <= 3;
-        for (size_t i = 0; ok && i < valuelen; i++) {
-            if (value[i] < '0' || value[i] > '9')
-                ok = false;
-            else
-                v = v * 10 + (value[i] - '0');
-        }
-        cs->grpc_status = ok ? v : MH_CLIENT_UNKNOWN;
-    } else if (name_is(name, namelen, "grpc-message")) {
-        mh_buf_truncate(&cs->gmsg, 0);
-        size_t n = valuelen < MAX_GRPC_MESSAGE ? valuelen : MAX_GRPC_MESSAGE;
-        if (mh_buf_append(&cs->gmsg, value, n) < 0)
-            return NGHTTP2_ERR_CALLBACK_FAILURE;
-    }
+    if (mh_client_take_header(&cs->hdr, name, namelen, value, valuelen) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
     return 0;
 }
 
@@ -750,22 +745,27 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
     return 0; /* never fail here (see tech-notes 3.2) */
 }
 
-static int h2_session_new(struct mh_client *c)
+int mh_client_h2_new(nghttp2_session **out, nghttp2_on_header_callback header_cb,
+                     nghttp2_on_data_chunk_recv_callback data_cb,
+                     nghttp2_on_frame_recv_callback frame_cb,
+                     nghttp2_on_stream_close_callback close_cb, void *ud, nghttp2_mem *mem)
 {
+    *out = NULL;
     nghttp2_session_callbacks *cb;
     if (nghttp2_session_callbacks_new(&cb) != 0)
         return MH_ENOMEM;
-    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_header_callback(cb, header_cb);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, data_cb);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, frame_cb);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, close_cb);
     nghttp2_option *opt;
     if (nghttp2_option_new(&opt) != 0) {
         nghttp2_session_callbacks_del(cb);
         return MH_ENOMEM;
     }
     nghttp2_option_set_max_send_header_block_length(opt, 65536);
-    int r = nghttp2_session_client_new3(&c->h2, cb, c, opt, &WIPING_MEM);
+    nghttp2_session *h2;
+    int r = nghttp2_session_client_new3(&h2, cb, ud, opt, mem);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cb);
     if (r != 0)
@@ -775,8 +775,11 @@ static int h2_session_new(struct mh_client *c)
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1u << 20},
     };
-    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0)
+    if (nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0) {
+        nghttp2_session_del(h2);
         return MH_ENOMEM;
+    }
+    *out = h2;
     return 0;
 }
 
@@ -790,7 +793,8 @@ static int ensure_connected(struct mh_client *c, uint64_t deadline)
         return rv;
     rv = tls_connect(c, deadline);
     if (rv == 0) {
-        rv = h2_session_new(c);
+        rv = mh_client_h2_new(&c->h2, on_header, on_data, on_frame_recv, on_stream_close, c,
+                              &WIPING_MEM);
         if (rv < 0)
             set_err(c, "out of memory");
     }
@@ -801,8 +805,43 @@ static int ensure_connected(struct mh_client *c, uint64_t deadline)
 
 /* ---- the call ------------------------------------------------------------ */
 
+static bool name_is(const uint8_t *name, size_t len, const char *lit)
+{
+    size_t l = strlen(lit);
+    return len == l && memcmp(name, lit, l) == 0;
+}
+
+int mh_client_take_header(struct mh_client_resp_headers *h, const uint8_t *name, size_t namelen,
+                          const uint8_t *value, size_t valuelen)
+{
+    if (name_is(name, namelen, ":status")) {
+        int v = 0;
+        for (size_t i = 0; i < valuelen && i < 3; i++)
+            v = v * 10 + (value[i] >= '0' && value[i] <= '9' ? value[i] - '0' : 0);
+        h->http_status = v;
+    } else if (name_is(name, namelen, "content-type")) {
+        h->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
+                     (valuelen == 16 || value[16] == '+' || value[16] == ';');
+    } else if (name_is(name, namelen, "grpc-status")) {
+        int v = 0;
+        bool ok = valuelen > 0 && valuelen <= 3;
+        for (size_t i = 0; ok && i < valuelen; i++) {
+            if (value[i] < '0' || value[i] > '9')
+                ok = false;
+            else
+                v = v * 10 + (value[i] - '0');
+        }
+        h->grpc_status = ok ? v : MH_CLIENT_UNKNOWN;
+    } else if (name_is(name, namelen, "grpc-message")) {
+        mh_buf_truncate(&h->gmsg, 0);
+        size_t n = valuelen < MAX_GRPC_MESSAGE ? valuelen : MAX_GRPC_MESSAGE;
+        MH_TRY(mh_buf_append(&h->gmsg, value, n));
+    }
+    return 0;
+}
+
 /* gRPC status for an HTTP status without grpc-status (grpc doc/http-grpc-status-mapping.md). */
-static int http_to_grpc(int http)
+int mh_client_status_of_http(int http)
 {
     switch (http) {
     case 400:
@@ -823,7 +862,7 @@ static int http_to_grpc(int http)
     }
 }
 
-static int rst_to_grpc(uint32_t code)
+int mh_client_status_of_rst(uint32_t code)
 {
     switch (code) {
     case NGHTTP2_REFUSED_STREAM:
@@ -868,15 +907,15 @@ static int finish(struct mh_client *c, struct call_state *cs,
         status = MH_CLIENT_RESOURCE_EXHAUSTED;
         snprintf(detail, sizeof detail, "response larger than %zu bytes", c->max_response);
         msg = detail;
-    } else if (cs->grpc_status >= 0) {
-        status = cs->grpc_status;
+    } else if (cs->hdr.grpc_status >= 0) {
+        status = cs->hdr.grpc_status;
         from_wire = true;
-    } else if (cs->http_status != 0 && cs->http_status != 200) {
-        status = http_to_grpc(cs->http_status);
-        snprintf(detail, sizeof detail, "HTTP status %d", cs->http_status);
+    } else if (cs->hdr.http_status != 0 && cs->hdr.http_status != 200) {
+        status = mh_client_status_of_http(cs->hdr.http_status);
+        snprintf(detail, sizeof detail, "HTTP status %d", cs->hdr.http_status);
         msg = detail;
     } else if (cs->rst_code != NGHTTP2_NO_ERROR) {
-        status = rst_to_grpc(cs->rst_code);
+        status = mh_client_status_of_rst(cs->rst_code);
         snprintf(detail, sizeof detail, "stream reset by the server (%s)",
                  nghttp2_http2_strerror(cs->rst_code));
         msg = detail;
@@ -887,7 +926,7 @@ static int finish(struct mh_client *c, struct call_state *cs,
     if (status == MH_CLIENT_OK) {
         /* A response we cannot use is the server's fault: INTERNAL, as gRPC reports it. */
         ProtobufCMessage *m = NULL;
-        if (!cs->grpc_ct)
+        if (!cs->hdr.grpc_ct)
             msg = "response content-type is not application/grpc";
         else if (mh_client_decode_body(cs->body.data, cs->body.len, resp_desc, &m) < 0)
             msg = "malformed response message";
@@ -901,7 +940,7 @@ static int finish(struct mh_client *c, struct call_state *cs,
     }
     *grpc_status = status;
     if (from_wire)
-        return set_message(grpc_message, (const char *)cs->gmsg.data, cs->gmsg.len, true);
+        return set_message(grpc_message, (const char *)cs->hdr.gmsg.data, cs->hdr.gmsg.len, true);
     return set_message(grpc_message, msg, strlen(msg), false);
 }
 
@@ -939,7 +978,7 @@ int mh_client_call(struct mh_client *c, const char *path, const ProtobufCMessage
     protobuf_c_message_pack(req, p + GRPC_PREFIX);
 
     struct call_state cs = {0};
-    cs.grpc_status = -1;
+    cs.hdr.grpc_status = -1;
     cs.req = reqbuf.data;
     cs.req_len = reqbuf.len;
     cs.body_cap = c->max_response + GRPC_PREFIX;
@@ -1016,7 +1055,7 @@ out_disconnect:
     disconnect(c);
 out:
     c->cs = NULL;
-    mh_buf_free(&cs.gmsg);
+    mh_buf_free(&cs.hdr.gmsg);
     mh_buf_free(&cs.body);
     mh_buf_free(&reqbuf);
     return rv;

@@ -28,7 +28,10 @@
 #ifndef MH_CLIENT_RPC_CLIENT_H
 #define MH_CLIENT_RPC_CLIENT_H
 
+#include <nghttp2/nghttp2.h>
+#include <openssl/types.h>
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -126,5 +129,83 @@ MH_MUST_USE int mh_client_decode_body(const uint8_t *body, size_t len,
  * at most 8 digits and a unit, rounding up so the server never sees a shorter
  * deadline than the client's. */
 void mh_client_format_timeout(uint64_t ms, char out[16]);
+
+/* ---- transport pieces shared with rpc_async ---------------------------------
+ * Both clients build their TLS contexts, verify servers, read response headers and
+ * map transport outcomes to gRPC statuses through these, so the two cannot drift. */
+
+/* mh_client_tls_ctx_new builds the client TLS context of every mhsm client: TLS 1.3
+ * only, no compression or renegotiation, ALPN "h2", the server's chain verified
+ * (SSL_VERIFY_PEER) against |ca_file| (PEM bundle; NULL: the system default store),
+ * and |cert_file| (certificate chain, PEM) with |key_file| (its private key, PEM)
+ * presented when given: both or neither, and the key must match the certificate.
+ * The server's name is checked per connection (mh_client_tls_attach). On success the
+ * caller owns *out (SSL_CTX_free) and may add its own modes or buffer settings. On
+ * failure *out is NULL, OpenSSL's error queue is cleared and, when |errbuf| is not
+ * NULL, a reason (file names and OpenSSL's reason, never key bytes) is written there.
+ * Errors: MH_EINVAL (certificate without key or the other way round), MH_ECERT
+ * (unreadable or mismatched certificate, key or CA; TLS 1.3 or ALPN refused by
+ * OpenSSL), MH_ENOMEM. Thread: any; the finished context may be shared read-only. */
+MH_MUST_USE int mh_client_tls_ctx_new(const char *ca_file, const char *cert_file,
+                                      const char *key_file, SSL_CTX **out, char *errbuf,
+                                      size_t errlen);
+
+/* mh_client_tls_attach binds |ssl| (not yet connected; the caller keeps owning it)
+ * to the connected socket |fd| (not taken over: SSL_free leaves it open) and makes
+ * the handshake verify |host| (as it appears in the endpoint, without brackets): an
+ * IPv4/IPv6 literal must be an IP SAN of the server's certificate, a name must match
+ * its DNS SANs and is also sent as SNI. Errors: MH_ENOMEM (OpenSSL allocation).
+ * Thread: the thread owning |ssl|. */
+MH_MUST_USE int mh_client_tls_attach(SSL *ssl, int fd, const char *host);
+
+/* mh_client_tls_reason drains this thread's OpenSSL error queue and writes the reason
+ * of its last entry into |out| (|cap| > 0; "unknown TLS error" when the queue was
+ * empty). Reasons name no key bytes. Thread: any (the queue is per thread). */
+void mh_client_tls_reason(char *out, size_t cap);
+
+/* mh_client_h2_new creates the nghttp2 client session of one gRPC connection: the
+ * four callbacks given (|ud| is their user data), our send header-block cap (64 KiB),
+ * and the client SETTINGS queued (no server push, 16 KiB header list, 1 MiB initial
+ * stream window). |mem| is nghttp2's allocator (NULL: the default one; it must
+ * outlive the session). The caller owns *out (nghttp2_session_del) and sends the
+ * queued SETTINGS. On failure *out is NULL. Errors: MH_ENOMEM. Thread: any; the
+ * session then belongs to the caller's thread. */
+MH_MUST_USE int mh_client_h2_new(nghttp2_session **out, nghttp2_on_header_callback header_cb,
+                                 nghttp2_on_data_chunk_recv_callback data_cb,
+                                 nghttp2_on_frame_recv_callback frame_cb,
+                                 nghttp2_on_stream_close_callback close_cb, void *ud,
+                                 nghttp2_mem *mem);
+
+/* mh_client_transport_close frees the HTTP/2 session *h2 and the TLS object *ssl
+ * without sending anything (no GOAWAY, no close_notify), closes the socket *fd, and
+ * leaves NULL, NULL and -1 behind; each may already be in that state. OpenSSL's error
+ * queue of this thread is cleared so a later reason is not an old one. Thread: the
+ * owner of the connection. */
+void mh_client_transport_close(nghttp2_session **h2, SSL **ssl, int *fd);
+
+/* Response headers of one call, filled by mh_client_take_header. Start zeroed with
+ * grpc_status = -1; the owner frees |gmsg| (mh_buf_free). */
+struct mh_client_resp_headers {
+    int http_status;    /* :status, 0 until seen */
+    bool grpc_ct;       /* content-type application/grpc, +suffix or ;params allowed */
+    int grpc_status;    /* -1 until seen; UNKNOWN when not 1..3 decimal digits */
+    struct mh_buf gmsg; /* raw (still percent-encoded) grpc-message, cut at 4096 bytes */
+};
+
+/* mh_client_take_header records one response header or trailer field (nghttp2's
+ * on_header arguments) in |h|; fields other than the four above are ignored. Values
+ * come from the wire and are parsed defensively (bounded, never trusted as lengths).
+ * Errors: MH_ENOMEM (grpc-message copy). Thread: the owner of |h|. */
+MH_MUST_USE int mh_client_take_header(struct mh_client_resp_headers *h, const uint8_t *name,
+                                      size_t namelen, const uint8_t *value, size_t valuelen);
+
+/* gRPC status of a response that ended with HTTP status |http| (not 200) and no
+ * grpc-status (grpc doc/http-grpc-status-mapping.md); UNKNOWN for unlisted codes.
+ * Pure; any thread. */
+int mh_client_status_of_http(int http);
+
+/* gRPC status of a stream the server reset with HTTP/2 error |code| before sending a
+ * grpc-status; INTERNAL for codes without a better match. Pure; any thread. */
+int mh_client_status_of_rst(uint32_t code);
 
 #endif
