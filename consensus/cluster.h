@@ -31,7 +31,8 @@
  * - FSM: struct raft_fsm version 2. Snapshots are serialized on the loop thread
  *   (mh_fsm_snapshot) every snapshot_threshold entries into a buffer the cluster
  *   owns; restore uses mh_fsm_restore. (Version 3, serializing on the thread pool,
- *   needs io->async_work, which Debian's raft_uv 0.15 lacks.) The FSM's apply index is raft_last_applied() + 1.
+ *   needs io->async_work, which Debian's raft_uv 0.15 lacks.) The FSM's apply index is
+ * raft_last_applied() + 1.
  * - Entries: raft 0.15's segment writer needs entry lengths that are multiples of
  *   8 (its assert is compiled out in Debian's build, and odd lengths silently
  *   corrupt the log on disk). Proposals are padded with an unknown protobuf field
