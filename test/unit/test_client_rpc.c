@@ -279,13 +279,66 @@ static void test_transport_failures(void **state)
     mh_client_free(c);
 }
 
+static int take(struct mh_client_resp_headers *h, const char *name, const char *value,
+                size_t valuelen)
+{
+    return mh_client_take_header(h, (const uint8_t *)name, strlen(name), (const uint8_t *)value,
+                                 valuelen);
+}
+
+/* Response header fields come from the server: every value is parsed defensively. */
+static void test_take_header(void **state)
+{
+    (void)state;
+    struct mh_client_resp_headers h = {.grpc_status = -1};
+    assert_int_equal(take(&h, ":status", "503", 3), 0);
+    assert_int_equal(h.http_status, 503);
+    assert_int_equal(take(&h, "grpc-status", "0", 1), 0);
+    assert_int_equal(h.grpc_status, 0);
+    assert_int_equal(take(&h, "grpc-status", "14", 2), 0);
+    assert_int_equal(h.grpc_status, 14);
+    const char *bad[] = {"", "1a", "-1", "1000", " 5", "0x1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        h.grpc_status = -1;
+        assert_int_equal(take(&h, "grpc-status", bad[i], strlen(bad[i])), 0);
+        assert_int_equal(h.grpc_status, MH_CLIENT_UNKNOWN);
+    }
+    const struct {
+        const char *v;
+        bool grpc;
+    } ct[] = {{"application/grpc", true},     {"application/grpc+proto", true},
+              {"application/grpc;a=b", true}, {"application/grpcX", false},
+              {"application/grp", false},     {"text/html", false},
+              {"application/json", false}};
+    for (size_t i = 0; i < sizeof ct / sizeof ct[0]; i++) {
+        assert_int_equal(take(&h, "content-type", ct[i].v, strlen(ct[i].v)), 0);
+        assert_int_equal(h.grpc_ct, ct[i].grpc);
+    }
+    /* A long grpc-message is cut at 4096 bytes; a later one replaces it. */
+    char *big = malloc(10000);
+    assert_non_null(big);
+    memset(big, 'm', 10000);
+    assert_int_equal(take(&h, "grpc-message", big, 10000), 0);
+    assert_int_equal(h.gmsg.len, 4096);
+    assert_int_equal(take(&h, "grpc-message", "short", 5), 0);
+    assert_int_equal(h.gmsg.len, 5);
+    assert_memory_equal(h.gmsg.data, "short", 5);
+    free(big);
+    /* Other fields are ignored, including names that only start like ours. */
+    struct mh_client_resp_headers before = h;
+    assert_int_equal(take(&h, "grpc-status-details-bin", "7", 1), 0);
+    assert_int_equal(take(&h, "x-grpc-status", "7", 1), 0);
+    assert_int_equal(h.grpc_status, before.grpc_status);
+    mh_buf_free(&h.gmsg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_endpoint),     cmocka_unit_test(test_percent_decode),
         cmocka_unit_test(test_format_timeout),     cmocka_unit_test(test_status_names),
         cmocka_unit_test(test_decode_body),        cmocka_unit_test(test_new_errors),
-        cmocka_unit_test(test_transport_failures),
+        cmocka_unit_test(test_transport_failures), cmocka_unit_test(test_take_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
