@@ -13,6 +13,10 @@ struct mh_worker_pool {
     struct mh_work *queue_head, *queue_tail; /* waiting for a thread */
     struct mh_work *done_head;               /* finished, waiting for the loop */
     bool stopping;
+    /* Threads blocked in pthread_cond_wait, and wakeups sent to them not yet taken:
+     * a submit signals only when a sleeper is left to wake, so a busy pool (every
+     * thread looping on a non-empty queue) costs no futex call per item. */
+    unsigned sleeping, signaled;
     size_t pending; /* loop thread only */
     unsigned n_threads;
     pthread_t *threads;
@@ -25,8 +29,13 @@ static void *worker_main(void *arg)
     struct mh_worker_pool *p = arg;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->queue_head == NULL && !p->stopping)
+        while (p->queue_head == NULL && !p->stopping) {
+            p->sleeping++;
             pthread_cond_wait(&p->cv, &p->mu);
+            p->sleeping--;
+            if (p->signaled > 0)
+                p->signaled--;
+        }
         if (p->queue_head == NULL)
             break;
         struct mh_work *w = p->queue_head;
@@ -36,9 +45,13 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&p->mu);
         w->work(w);
         pthread_mutex_lock(&p->mu);
+        bool first = p->done_head == NULL;
         w->next_ = p->done_head;
         p->done_head = w;
-        uv_async_send(&p->async);
+        /* A non-empty list means the loop was told and has not collected it yet:
+         * run_done takes the whole list, so one notification covers the batch. */
+        if (first)
+            uv_async_send(&p->async);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -131,7 +144,10 @@ void mh_worker_submit(struct mh_worker_pool *p, struct mh_work *w)
         else
             p->queue_head = w;
         p->queue_tail = w;
-        pthread_cond_signal(&p->cv);
+        if (p->sleeping > p->signaled) {
+            p->signaled++;
+            pthread_cond_signal(&p->cv);
+        }
     }
     pthread_mutex_unlock(&p->mu);
 }

@@ -3,7 +3,9 @@
  * Work items are caller-owned structs (embed struct mh_work and recover the outer
  * struct with mh_container_of). work() runs on a pool thread; done() runs afterwards
  * on the loop thread, in no particular order between items. The pool never
- * allocates per item. */
+ * allocates per item, and a busy pool makes no system call per item: a submit
+ * wakes a thread only while one sleeps unwoken, and the loop is notified once per
+ * batch of completions it has not collected yet. */
 #ifndef MH_NODE_WORKER_H
 #define MH_NODE_WORKER_H
 
