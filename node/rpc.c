@@ -265,6 +265,7 @@ struct conn {
     size_t out_pending;      /* bytes handed to uv_write, not yet written */
     bool handshake_done, closing, want_close, in_recv, reading, goaway_sent;
     bool tls_fatal, tls_shutdown;
+    bool pump_due; /* answered since the last pump: the flush handle pumps it */
 };
 
 enum drain_stage { DRAIN_NONE, DRAIN_NOTICE, DRAIN_GOAWAY, DRAIN_GRACE };
@@ -289,6 +290,14 @@ struct mh_rpc_server {
     uv_tcp_t listener;
     uv_timer_t timer;
     bool started, listener_open, timer_open, timer_closing;
+    /* Answers made during one loop iteration leave together: the check handle
+     * pumps every connection with pump_due once the iteration's callbacks ran (so
+     * a batch of worker completions costs one write per connection, not one per
+     * answer); the idle handle only keeps the loop from blocking in poll when an
+     * answer was made before it (timers), and both stop once flushed. */
+    uv_check_t flush;
+    uv_idle_t flush_idle;
+    bool flush_open, flush_active;
     uint64_t timer_due; /* 0: idle */
     struct conn *conns;
     size_t n_conns;
@@ -309,6 +318,7 @@ static void conn_pump(struct conn *c);
 static void conn_close(struct conn *c);
 static void timer_want(struct mh_rpc_server *srv, uint64_t due);
 static void drain_check(struct mh_rpc_server *srv);
+static void conn_pump_soon(struct conn *c);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -692,7 +702,7 @@ void mh_rpc_reply(struct mh_rpc_call *call, const ProtobufCMessage *response)
 out:
     /* After packing: |response| may live in the call's arena. */
     call_free(call);
-    conn_pump(c);
+    conn_pump_soon(c);
 }
 
 void mh_rpc_fail(struct mh_rpc_call *call, enum mh_grpc_status status, const char *message)
@@ -711,7 +721,7 @@ void mh_rpc_fail(struct mh_rpc_call *call, enum mh_grpc_status status, const cha
     /* |message| may live in the call's arena. */
     stream_fail(s, status, message);
     call_free(call);
-    conn_pump(s->conn);
+    conn_pump_soon(s->conn);
 }
 
 bool mh_rpc_call_cancelled(const struct mh_rpc_call *call)
@@ -1269,6 +1279,43 @@ static void conn_pump(struct conn *c)
     conn_set_reading(c, !c->want_close && c->out_pending < READ_PAUSE_BYTES);
 }
 
+static void on_flush(uv_check_t *h)
+{
+    struct mh_rpc_server *srv = h->data;
+    (void)uv_check_stop(&srv->flush);
+    (void)uv_idle_stop(&srv->flush_idle);
+    srv->flush_active = false;
+    /* conn_pump may close a connection; it is only freed in the close phase. */
+    for (struct conn *c = srv->conns; c != NULL; c = c->next) {
+        if (c->pump_due) {
+            c->pump_due = false;
+            conn_pump(c);
+        }
+    }
+}
+
+static void on_flush_idle(uv_idle_t *h)
+{
+    (void)h;
+}
+
+/* Pumps |c| at the end of this loop iteration (immediately when the server has
+ * no flush handle: not listening). */
+static void conn_pump_soon(struct conn *c)
+{
+    struct mh_rpc_server *srv = c->srv;
+    if (!srv->flush_open) {
+        conn_pump(c);
+        return;
+    }
+    c->pump_due = true;
+    if (srv->flush_active)
+        return;
+    srv->flush_active = true;
+    (void)uv_check_start(&srv->flush, on_flush);
+    (void)uv_idle_start(&srv->flush_idle, on_flush_idle);
+}
+
 static void on_conn_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
@@ -1793,6 +1840,15 @@ int mh_rpc_server_listen(struct mh_rpc_server *srv)
     srv->timer.data = srv;
     srv->timer_open = true;
     srv->started = true;
+    if (uv_check_init(srv->loop, &srv->flush) == 0) {
+        if (uv_idle_init(srv->loop, &srv->flush_idle) == 0) {
+            srv->flush.data = srv;
+            srv->flush_idle.data = srv;
+            srv->flush_open = true;
+        } else {
+            uv_close((uv_handle_t *)&srv->flush, NULL); /* pumps stay immediate */
+        }
+    }
     rv = uv_tcp_init(srv->loop, &srv->listener);
     if (rv != 0)
         return rv; /* drain closes the timer */
@@ -1831,11 +1887,29 @@ static void on_timer_closed(uv_handle_t *h)
     }
 }
 
+/* The flush handles close first; the timer's close callback then reports done. */
+static void on_flush_closed(uv_handle_t *h)
+{
+    struct mh_rpc_server *srv = h->data;
+    uv_close((uv_handle_t *)&srv->timer, on_timer_closed);
+}
+
+static void on_flush_check_closed(uv_handle_t *h)
+{
+    struct mh_rpc_server *srv = h->data;
+    uv_close((uv_handle_t *)&srv->flush_idle, on_flush_closed);
+}
+
 static void drain_check(struct mh_rpc_server *srv)
 {
     if (srv->stage == DRAIN_NONE || srv->listener_open || srv->conns != NULL || srv->timer_closing)
         return;
     srv->timer_closing = true;
+    if (srv->flush_open) {
+        srv->flush_open = false; /* no connection is left to pump */
+        uv_close((uv_handle_t *)&srv->flush, on_flush_check_closed);
+        return;
+    }
     uv_close((uv_handle_t *)&srv->timer, on_timer_closed);
 }
 
