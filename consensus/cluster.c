@@ -131,6 +131,7 @@ struct mh_cluster {
     uint64_t follow_gen;  /* bumped on every reset: late read-index answers are ignored */
     uint64_t ri_gen;      /* the generation a read-index request was sent for */
     uint64_t lease_start; /* raft's election_timer_start when last looked at */
+    uint64_t fence_index; /* not serving below this applied index (a lagging member) */
     bool was_serving;
     char reason[160];
     int lock_fd;
@@ -597,6 +598,22 @@ static const char *unready(struct mh_cluster *c)
                  "it with `mhsm cluster add`), or still receiving the state");
         return c->reason;
     }
+    if (find_server(c, c->id)->role == RAFT_SPARE) {
+        /* raft replicates to a spare while promoting it, which keeps its lease fresh,
+         * but the leader asks only members that may serve to acknowledge restricting
+         * writes: a spare does not serve. */
+        snprintf(c->reason, sizeof c->reason,
+                 "a spare (being added or promoted): not serving until it is a voter");
+        return c->reason;
+    }
+    if (raft_last_applied(&c->raft) < c->fence_index) {
+        snprintf(c->reason, sizeof c->reason,
+                 "lagging behind the leader: applied %llu, a restricting write at %llu was "
+                 "answered meanwhile",
+                 (unsigned long long)raft_last_applied(&c->raft),
+                 (unsigned long long)c->fence_index);
+        return c->reason;
+    }
     if (!leader_fresh(c)) {
         uint64_t last = c->raft.election_timer_start;
         if (last == 0)
@@ -841,7 +858,13 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
         p->cb(p, map_raft(status), NULL);
         return;
     }
-    if (pv->fence && !pv->c->stopping) {
+    if (pv->fence) {
+        if (pv->c->stopping) {
+            /* Applied, but no member was asked to apply it (raft may still run while a
+             * snapshot job ends): the outcome is reported unknown, never success. */
+            p->cb(p, MH_EUNAVAILABLE, NULL);
+            return;
+        }
         pv->res = *(const struct mh_fsm_result *)result;
         hold(pv->c, pv);
         return;
@@ -1058,6 +1081,12 @@ static void handle_forward(struct mh_cluster *c, struct mh_peer_req *req, uint64
     f->req = req;
     f->p.data = f;
     f->p.cb = fwd_in_done;
+    if (!fence) { /* an older follower may not flag it: look at the command itself */
+        Mhsm__Internal__Command *m = mhsm__internal__command__unpack(NULL, cmd->len, cmd->data);
+        fence = m != NULL && restricting(m);
+        if (m != NULL)
+            mhsm__internal__command__free_unpacked(m, NULL);
+    }
     prop_priv(&f->p)->fence = fence && has_followers(c);
     int rv = leader_apply(c, cmd->data, cmd->len, &f->p);
     if (rv < 0) {
@@ -1203,6 +1232,8 @@ static int leader_change(struct mh_cluster *c, struct change_priv *cp, const cha
         }
         cp->change.data = cp;
         rv = raft_remove(&c->raft, &cp->change, cp->id, remove_cb);
+        if (rv == 0)
+            c->removed_at = now_ms(c); /* raft stops replicating to it at once */
         break;
     case MHSM__INTERNAL__MEMBER_CHANGE__OP__TRANSFER:
         if (cp->id != 0 && (s == NULL || s->role != RAFT_VOTER)) {
@@ -1607,7 +1638,7 @@ static void applied_wait_done(struct mh_peer_call *call, int rc, const uint8_t *
         a->busy = false;
         /* Writes that came meanwhile need a later index: ask again at once. After a
          * failure the next write asks; its timeout covers the wait. */
-        if (answered && a->want > a->acked)
+        if (answered && a->acked >= index && a->want > a->acked)
             send_applied_wait(c, a);
     }
     if (c->waiters != NULL)
@@ -1665,7 +1696,8 @@ static void ask_applied(struct mh_cluster *c, uint64_t index)
     }
 }
 
-static void respond_applied(struct mh_cluster *c, struct mh_peer_req *req)
+/* Answers an AppliedWait: this node serves no state older than |index|. */
+static void respond_index(struct mh_cluster *c, struct mh_peer_req *req, uint64_t index)
 {
     Mhsm__Internal__PeerResponse r = MHSM__INTERNAL__PEER_RESPONSE__INIT;
     uint64_t lid;
@@ -1674,8 +1706,14 @@ static void respond_applied(struct mh_cluster *c, struct mh_peer_req *req)
     r.rc = 0;
     r.message = (char *)"";
     r.leader_id = lid;
-    r.index = raft_last_applied(&c->raft);
+    r.index = index;
     respond(req, &r);
+}
+
+static void respond_applied(struct mh_cluster *c, struct mh_peer_req *req)
+{
+    uint64_t applied = raft_last_applied(&c->raft);
+    respond_index(c, req, applied > c->fence_index ? applied : c->fence_index);
 }
 
 /* Member: answers now if |index| is applied, else parks the request until it is or
@@ -1716,10 +1754,20 @@ static void answer_applied_waits(struct mh_cluster *c, bool all)
             continue;
         }
         *pp = w->next;
-        if (c->stopping)
+        if (c->stopping) {
             respond_rc(c, w->req, MH_EUNAVAILABLE, "shutting down");
-        else
+        } else if (!all && applied < w->index) {
+            /* Still behind after half an election timeout while in contact: stop
+             * serving until applied that far, and say so; the leader counts that as
+             * the acknowledgement (this node will not serve the older state). */
+            if (w->index > c->fence_index)
+                c->fence_index = w->index;
+            MH_WARN("raft", "msg=\"lagging: not serving until applied\" applied=%llu index=%llu",
+                    (unsigned long long)applied, (unsigned long long)w->index);
+            respond_index(c, w->req, w->index);
+        } else {
             respond_applied(c, w->req);
+        }
         free(w);
     }
 }
