@@ -270,8 +270,9 @@ def fmt_s(s):
 
 
 def softhsm_module():
-    for p in ("/usr/lib/softhsm/libsofthsm2.so",
-              "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"):
+    import glob
+    for p in ["/usr/lib/softhsm/libsofthsm2.so"] + sorted(glob.glob(
+            "/usr/lib/*/softhsm/libsofthsm2.so")):
         if os.path.exists(p):
             return p
     raise BenchError("libsofthsm2.so not found (apt-get install softhsm2)")
@@ -361,9 +362,11 @@ def stage_etcd(h, runner, threads, results):
     log("== etcd 3-member cluster (TLS, fsync on), etcd-put through mhsm-bench")
     d = os.path.join(h.tmp, "etcd")
     script = os.path.join(HERE, "etcd-cluster.sh")
-    rc, out, err = run_child(["bash", script, "start", d, os.path.join(h.certs, "ca.pem"),
-                              os.path.join(h.certs, "ca.key")], 120)
     try:
+        # Inside the try: a start that times out (or Ctrl-C) has already launched members
+        # in their own sessions; stop finds them through their pid files.
+        rc, out, err = run_child(["bash", script, "start", d, os.path.join(h.certs, "ca.pem"),
+                                  os.path.join(h.certs, "ca.key")], 120)
         if rc != 0:
             raise BenchError("etcd-cluster.sh start failed: %s" % err.strip()[-600:])
         eps = out.strip().split(",")

@@ -7,6 +7,7 @@ Also drives p11-bench directly: bad arguments are usage errors (exit 2) and a wr
 a setup failure that names the PKCS#11 return value. Speed is never asserted.
 """
 
+import glob
 import json
 import os
 import re
@@ -42,7 +43,9 @@ with h.section("p11-bench usage and setup errors"):
     rc, _, err = mhtest.run(["softhsm2-util", "--init-token", "--free", "--label", "t1", "--pin",
                              "1234", "--so-pin", "12345678"], env=env, timeout=60)
     h.check(rc == 0, "softhsm2 token initialised", err)
-    module = "/usr/lib/softhsm/libsofthsm2.so"
+    module = next((m for m in ["/usr/lib/softhsm/libsofthsm2.so"] + sorted(
+        glob.glob("/usr/lib/*/softhsm/libsofthsm2.so")) if os.path.exists(m)),
+        "/usr/lib/softhsm/libsofthsm2.so")
     rc, _, err = mhtest.run([p11, "--module", module, "--token-label", "t1", "--pin", "9999",
                              "--op", "sign-es256", "--duration", "0.2"], env=env, timeout=60)
     h.check(rc == 1 and "C_Login" in err and "CKR_PIN_INCORRECT" in err,
