@@ -255,6 +255,12 @@ static bool members_applied(struct mh_cluster *c, uint64_t index);
 static void answer_applied_waits(struct mh_cluster *c, bool all);
 static void ask_applied(struct mh_cluster *c, uint64_t index);
 
+/* Forwarded proposals, fenced writes or members' AppliedWaits wait on the FSM. */
+static bool has_waiting(const struct mh_cluster *c)
+{
+    return c->waiters != NULL || c->applied_waits != NULL;
+}
+
 static void complete_waiters(struct mh_cluster *c, int fail_rc)
 {
     uint64_t applied = raft_last_applied(&c->raft);
@@ -296,11 +302,18 @@ static void wake_cb(uv_timer_t *t)
 
 /* ---- commit push ------------------------------------------------------------ */
 
+/* Members that may serve: every server of the configuration but this one and the
+ * spares (a spare never serves: see unready). */
+static bool needs_ack(const struct mh_cluster *c, const struct raft_server *s)
+{
+    return s->id != c->id && s->role != RAFT_SPARE;
+}
+
 static bool has_followers(struct mh_cluster *c)
 {
     const struct raft_configuration *conf = &c->raft.configuration;
     for (unsigned i = 0; i < conf->n; i++)
-        if (conf->servers[i].id != c->id && conf->servers[i].role != RAFT_SPARE)
+        if (needs_ack(c, &conf->servers[i]))
             return true;
     return false;
 }
@@ -350,7 +363,7 @@ static int rfsm_apply(struct raft_fsm *f, const struct raft_buffer *buf, void **
         return RAFT_IOERR;
     }
     *result = &c->result;
-    if ((c->waiters != NULL || c->applied_waits != NULL) && !c->stopping)
+    if (has_waiting(c) && !c->stopping)
         uv_timer_start(&c->wake, wake_cb, 0, 0);
     if (raft_state(&c->raft) == RAFT_LEADER && c->peer != NULL && !c->stopping) {
         c->push_wanted = true;
@@ -488,7 +501,7 @@ static int rfsm_restore(struct raft_fsm *f, struct raft_buffer *buf)
     }
     MH_INFO("raft", "msg=\"snapshot restored\" bytes=%zu", buf->len);
     raft_free(buf->base); /* ours on success */
-    if ((c->waiters != NULL || c->applied_waits != NULL) && !c->stopping)
+    if (has_waiting(c) && !c->stopping)
         uv_timer_start(&c->wake, wake_cb, 0, 0);
     return 0;
 }
@@ -756,7 +769,7 @@ static void poll_cb(uv_timer_t *t)
     if (c->stopping)
         return;
     if (c->failed) {
-        if (c->waiters != NULL || c->applied_waits != NULL)
+        if (has_waiting(c))
             complete_waiters(c, MH_ESTORE);
         return;
     }
@@ -801,7 +814,7 @@ static void poll_cb(uv_timer_t *t)
             c->follow_term = 0;
         }
     }
-    if (c->waiters != NULL || c->applied_waits != NULL)
+    if (has_waiting(c))
         complete_waiters(c, 0);
     const char *why = unready(c);
     if (why == NULL && !c->was_serving) {
@@ -996,7 +1009,6 @@ static void forward_done(struct mh_peer_call *call, int rc, const uint8_t *msg, 
     }
     /* Answer once this node's own FSM has applied the entry (read your writes). A
      * restricting command was fenced by the leader before it answered. */
-    pv->fence = false;
     hold(c, pv);
 }
 
@@ -1019,9 +1031,10 @@ int mh_cluster_propose(struct mh_cluster *c, const Mhsm__Internal__Command *cmd,
     struct prop_priv *pv = prop_priv(p);
     pv->c = c;
     pv->release_at = 0;
-    pv->fence = restricting(cmd) && has_followers(c);
+    pv->fence = false; /* the leader decides (leader_apply's callers) */
     int rv;
     if (raft_state(&c->raft) == RAFT_LEADER) {
+        pv->fence = restricting(cmd) && has_followers(c);
         rv = leader_apply(c, packed, n, p);
     } else {
         uint64_t lid;
@@ -1031,7 +1044,6 @@ int mh_cluster_propose(struct mh_cluster *c, const Mhsm__Internal__Command *cmd,
         req.body_case = MHSM__INTERNAL__PEER_REQUEST__BODY_PROPOSE;
         req.propose.data = packed;
         req.propose.len = n;
-        req.fence = pv->fence;
         pv->call.data = pv;
         rv = send_request(c, lid, laddr, &req, c->forward_timeout_ms, &pv->call, forward_done);
     }
@@ -1066,7 +1078,7 @@ static void fwd_in_done(struct mh_proposal *p, int rc, const struct mh_fsm_resul
 }
 
 static void handle_forward(struct mh_cluster *c, struct mh_peer_req *req, uint64_t from,
-                           const ProtobufCBinaryData *cmd, bool fence)
+                           const ProtobufCBinaryData *cmd)
 {
     if (raft_state(&c->raft) != RAFT_LEADER || unready(c) != NULL) {
         respond_rc(c, req, MH_EUNAVAILABLE, "not the leader (or not ready); retry");
@@ -1081,13 +1093,11 @@ static void handle_forward(struct mh_cluster *c, struct mh_peer_req *req, uint64
     f->req = req;
     f->p.data = f;
     f->p.cb = fwd_in_done;
-    if (!fence) { /* an older follower may not flag it: look at the command itself */
-        Mhsm__Internal__Command *m = mhsm__internal__command__unpack(NULL, cmd->len, cmd->data);
-        fence = m != NULL && restricting(m);
-        if (m != NULL)
-            mhsm__internal__command__free_unpacked(m, NULL);
-    }
-    prop_priv(&f->p)->fence = fence && has_followers(c);
+    /* The leader fences by the command's content, whoever forwarded it. */
+    Mhsm__Internal__Command *m = mhsm__internal__command__unpack(NULL, cmd->len, cmd->data);
+    prop_priv(&f->p)->fence = m != NULL && restricting(m) && has_followers(c);
+    if (m != NULL)
+        mhsm__internal__command__free_unpacked(m, NULL);
     int rv = leader_apply(c, cmd->data, cmd->len, &f->p);
     if (rv < 0) {
         MH_WARN("raft", "msg=\"forwarded proposal refused\" from=%llu err=%s",
@@ -1554,13 +1564,6 @@ static void handle_read_index(struct mh_cluster *c, struct mh_peer_req *req)
 
 /* ---- apply acknowledgements (restricting writes) ------------------------------------ */
 
-/* Members that may serve: every server of the configuration but this one and the
- * spares (raft replicates nothing to a spare, so it never holds a lease). */
-static bool needs_ack(const struct mh_cluster *c, const struct raft_server *s)
-{
-    return s->id != c->id && s->role != RAFT_SPARE;
-}
-
 /* The leader's record of member |id| in the current term (figures of an earlier
  * term start over); NULL when untracked and !create, or when no slot is free. */
 static struct ack_state *ack_of(struct mh_cluster *c, uint64_t id, bool create)
@@ -1717,8 +1720,8 @@ static void respond_applied(struct mh_cluster *c, struct mh_peer_req *req)
 }
 
 /* Member: answers now if |index| is applied, else parks the request until it is or
- * half an election timeout passed (then with what is applied, which the leader
- * does not count). */
+ * half an election timeout passed (answer_applied_waits: then this node stops
+ * serving until applied that far, and answers so). */
 static void handle_applied_wait(struct mh_cluster *c, struct mh_peer_req *req,
                                 const Mhsm__Internal__AppliedWait *m)
 {
@@ -1795,7 +1798,7 @@ static void on_peer_request(void *arg, struct mh_peer_req *req, uint64_t from, c
     }
     switch (m->body_case) {
     case MHSM__INTERNAL__PEER_REQUEST__BODY_PROPOSE:
-        handle_forward(c, req, from, &m->propose, m->fence);
+        handle_forward(c, req, from, &m->propose);
         break;
     case MHSM__INTERNAL__PEER_REQUEST__BODY_CHANGE:
         handle_change(c, req, m->change);
