@@ -21,6 +21,7 @@
 
 #include "bench/etcd_kv.pb-c.h"
 #include "client/hist.h"
+#include "crypto/alg.h"
 #include "client/rpc_async.h"
 #include "client/rpc_client.h"
 #include "mhsm/v1/crypto.pb-c.h"
@@ -523,9 +524,10 @@ static int ensure_key(const char *name, const struct keyspec *ks)
     return st == 0 ? 0 : -1;
 }
 
+/* The digest a signature algorithm signs, from the project's algorithm table. */
 static size_t digest_len(const char *alg)
 {
-    return strcmp(alg, "ES384") == 0 ? 48 : 32;
+    return mh_md_len((enum mh_md)mh_alg_digest(mh_alg_from_name(alg, strlen(alg))));
 }
 
 static const uint8_t DIGEST[64] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
@@ -860,15 +862,6 @@ static const char *err_name(int code)
     return code == ST_VERIFY_FALSE ? "VERIFY_FAILED" : mh_client_status_name(code);
 }
 
-static json_t *lat_json(const struct mh_hist *h)
-{
-    return json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "p50", (double)mh_hist_quantile(h, 0.5) / 1e3,
-                     "p90", (double)mh_hist_quantile(h, 0.9) / 1e3, "p99",
-                     (double)mh_hist_quantile(h, 0.99) / 1e3, "p999",
-                     (double)mh_hist_quantile(h, 0.999) / 1e3, "max", (double)mh_hist_max(h) / 1e3,
-                     "mean", mh_hist_mean(h) / 1e3);
-}
-
 static void print_line(FILE *f, const char *name, double secs, const struct mh_hist *h,
                        uint64_t errs)
 {
@@ -1058,7 +1051,8 @@ int main(int argc, char **argv)
                 json_pack("{s:I,s:I,s:f,s:o,s:o}", "ops", (json_int_t)mh_hist_count(&per[i].hist),
                           "errors", (json_int_t)per[i].err, "ops_per_s",
                           secs > 0 ? (double)mh_hist_count(&per[i].hist) / secs : 0.0,
-                          "errors_by_status", pe, "latency_us", lat_json(&per[i].hist)));
+                          "errors_by_status", pe, "latency_us",
+                          mh_hist_latency_json(&per[i].hist)));
         }
         json_object_set_new(j, "tool", json_string("mhsm-bench"));
         json_object_set_new(j, "version", json_integer(1));
@@ -1075,7 +1069,7 @@ int main(int argc, char **argv)
         json_object_set_new(j, "errors", json_integer((json_int_t)errs));
         json_object_set_new(j, "errors_by_status", ebs);
         json_object_set_new(j, "ops_per_s", json_real(secs > 0 ? (double)ops / secs : 0.0));
-        json_object_set_new(j, "latency_us", lat_json(total));
+        json_object_set_new(j, "latency_us", mh_hist_latency_json(total));
         json_object_set_new(j, "per_op", perj);
         if (O.count != 0)
             json_object_set_new(j, "count", json_integer((json_int_t)O.count));

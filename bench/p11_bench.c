@@ -504,26 +504,20 @@ static double q_us(const struct mh_hist *h, double q)
     return (double)mh_hist_quantile(h, q) / 1000.0;
 }
 
-static json_t *latency_json(const struct mh_hist *h)
-{
-    return json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "p50", q_us(h, 0.5), "p90", q_us(h, 0.9), "p99",
-                     q_us(h, 0.99), "p999", q_us(h, 0.999), "max", q_us(h, 1.0), "mean",
-                     mh_hist_mean(h) / 1000.0);
-}
-
 static int write_json(const struct opts *o, double elapsed, uint64_t ops, uint64_t errors,
                       json_t *errs_by, const struct mh_hist *h)
 {
     double rate = elapsed > 0 ? (double)ops / elapsed : 0;
-    json_t *per = json_pack("{s:I,s:I,s:f,s:o}", "ops", (json_int_t)ops, "errors",
-                            (json_int_t)errors, "ops_per_s", rate, "latency_us", latency_json(h));
+    json_t *per =
+        json_pack("{s:I,s:I,s:f,s:o}", "ops", (json_int_t)ops, "errors", (json_int_t)errors,
+                  "ops_per_s", rate, "latency_us", mh_hist_latency_json(h));
     json_t *doc = json_pack(
         "{s:s,s:i,s:s,s:s,s:s,s:[],s:i,s:i,s:i,s:i,s:f,s:f,s:I,s:I,s:O,s:f,s:o,s:{s:o}}", "tool",
         "p11-bench", "version", 1, "label", o->label, "target", "softhsm2", "module", o->module,
         "endpoints", "connections", 0, "streams", 1, "threads", (int)o->threads, "in_flight",
         (int)o->threads, "duration_s", elapsed, "warmup_s", o->warmup_s, "ops", (json_int_t)ops,
         "errors", (json_int_t)errors, "errors_by_status", errs_by, "ops_per_s", rate, "latency_us",
-        latency_json(h), "per_op", o->op_name, per);
+        mh_hist_latency_json(h), "per_op", o->op_name, per);
     if (doc == NULL) {
         fprintf(stderr, "p11-bench: cannot build the JSON result\n");
         return MH_ENOMEM;

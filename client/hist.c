@@ -142,3 +142,12 @@ uint64_t mh_hist_count(const struct mh_hist *h)
 {
     return h->count;
 }
+
+json_t *mh_hist_latency_json(const struct mh_hist *h)
+{
+    return json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "p50", (double)mh_hist_quantile(h, 0.5) / 1e3,
+                     "p90", (double)mh_hist_quantile(h, 0.9) / 1e3, "p99",
+                     (double)mh_hist_quantile(h, 0.99) / 1e3, "p999",
+                     (double)mh_hist_quantile(h, 0.999) / 1e3, "max", (double)mh_hist_max(h) / 1e3,
+                     "mean", mh_hist_mean(h) / 1e3);
+}

@@ -12,6 +12,7 @@
 #ifndef MH_CLIENT_HIST_H
 #define MH_CLIENT_HIST_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "common/err.h"
@@ -55,5 +56,10 @@ double mh_hist_mean(const struct mh_hist *h);
 uint64_t mh_hist_max(const struct mh_hist *h);
 uint64_t mh_hist_min(const struct mh_hist *h);
 uint64_t mh_hist_count(const struct mh_hist *h);
+
+/* mh_hist_latency_json renders a histogram of nanoseconds as the benchmark tools'
+ * "latency_us" object: {"p50", "p90", "p99", "p999", "max", "mean"} in microseconds
+ * (max exact). A new reference, or NULL when out of memory. */
+json_t *mh_hist_latency_json(const struct mh_hist *h);
 
 #endif

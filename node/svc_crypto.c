@@ -323,20 +323,15 @@ static void start(struct mh_node *n, struct mh_rpc_call *call, enum cop kind, co
     op->work.work = crypto_work;
     op->work.done = crypto_done;
     prepare(op);
-    if (op->rc == 0 && inline_ok(op)) {
-        struct mh_key *key = NULL;
-        if (mh_keycache_peek(n->keys, op->rec, &key) == 0) {
-            execute(op, key);
-            mh_key_free(key);
-            crypto_done(&op->work);
-            return;
-        }
-    }
-    if (op->rc < 0) {
-        crypto_done(&op->work);
+    struct mh_key *key = NULL;
+    if (op->rc == 0 && inline_ok(op) && mh_keycache_peek(n->keys, op->rec, &key) == 0) {
+        execute(op, key);
+        mh_key_free(key);
+    } else if (op->rc == 0) {
+        mh_worker_submit(n->workers, &op->work); /* unseal and/or a slow operation */
         return;
     }
-    mh_worker_submit(n->workers, &op->work);
+    crypto_done(&op->work);
 }
 
 static const ProtobufCBinaryData no_bytes = {0, NULL};

@@ -209,13 +209,41 @@ static void test_merge(void **state)
     free(a);
 }
 
+/* The "latency_us" object of the benchmark tools: ns in, us out, max exact. */
+static void test_latency_json(void **state)
+{
+    (void)state;
+    struct mh_hist h;
+    assert_int_equal(mh_hist_init(&h, MH_HIST_LIMIT), 0);
+    for (uint64_t i = 1; i <= 100; i++)
+        mh_hist_record(&h, i * 1000); /* 1 .. 100 us */
+    mh_hist_record(&h, 123457);
+    json_t *j = mh_hist_latency_json(&h);
+    assert_non_null(j);
+    assert_int_equal(json_object_size(j), 6);
+    assert_true(json_real_value(json_object_get(j, "max")) == 123.457);
+    double p50 = json_real_value(json_object_get(j, "p50"));
+    assert_true(p50 > 50.0 * 0.99 && p50 < 51.0 * 1.01);
+    double mean = json_real_value(json_object_get(j, "mean"));
+    assert_true(mean > 51.0 && mean < 52.0); /* (5050000 + 123457) / 101 ns */
+    const char *keys[] = {"p90", "p99", "p999"};
+    double last = p50;
+    for (size_t i = 0; i < 3; i++) {
+        json_t *v = json_object_get(j, keys[i]);
+        assert_true(json_is_real(v));
+        assert_true(json_real_value(v) >= last);
+        last = json_real_value(v);
+    }
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty),     cmocka_unit_test(test_init_rejects),
         cmocka_unit_test(test_edges),     cmocka_unit_test(test_uniform),
         cmocka_unit_test(test_long_tail), cmocka_unit_test(test_constant),
-        cmocka_unit_test(test_merge),
+        cmocka_unit_test(test_merge),     cmocka_unit_test(test_latency_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
